@@ -1,0 +1,5 @@
+import sys
+
+from distillkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,27 @@
+"""The Hydra application behind ``distillkit run``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from distillkit.config import config_dir
+from distillkit.errors import UserError
+
+
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+def hydra_app(cfg: DictConfig) -> float:
+    from distillkit.run import execute, result_line
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = execute(cfg, run_dir)
+    except UserError as err:
+        print(f"distillkit: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(result_line(results, run_dir), flush=True)
+    return results["accuracy"]["mean"]  # what a sweeper (e.g. optuna) optimises

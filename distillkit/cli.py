@@ -1,0 +1,224 @@
+"""``distillkit run|eval|list``.
+
+``run`` is a plain Hydra app (``-m``, ``--cfg job``, ``--help``, ``hydra.run.dir=`` all work).
+Before handing over, its overrides are composed once here so that a user's mistake (unknown
+method, unknown key, ``ipc=0``) is one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import sys
+from pathlib import Path
+
+from distillkit.errors import UserError
+
+USAGE = """usage: distillkit <command> [arguments]
+
+commands:
+  run [overrides]          distil and evaluate (a Hydra app: try 'distillkit run --help')
+  eval PATH [overrides]    re-evaluate a saved distilled.safetensors (or a .pt with images/labels)
+                           options: --out DIR (where eval_results.json goes; default: beside PATH)
+  list                     methods, datasets, models, budgets and the other config groups
+
+examples:
+  distillkit run                                   # random real images, digits, ipc=10, budget=cpu
+  distillkit run method=herding dataset=fashion_mnist ipc=10
+  distillkit run -m method=random ipc=1,10,50      # a sweep, one directory per job
+  distillkit eval outputs/random/digits_ipc10/<time>/distilled.safetensors evaluator.num_seeds=5
+"""
+
+# Hydra flags that take a value: their value is not an override.
+FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                    "--config-dir", "-cd", "--info", "--experimental-rerun"}
+HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "--shell-completion", "-sc"}
+
+log = logging.getLogger("distillkit")
+
+
+def split_overrides(args: list[str]) -> tuple[list[str], bool, bool]:
+    """(overrides, multirun?, help-like?) from a Hydra command line."""
+    overrides, skip = [], False
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    helpish = any(a in HELP_FLAGS for a in args)
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in FLAGS_WITH_VALUE:
+            skip = arg != "--info"  # --info's value is optional
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, multirun, helpish
+
+
+def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Every concrete override list of a sweep (at most 64; beyond that, a sample)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as err:
+        raise UserError(f"cannot parse overrides: {str(err).splitlines()[0]}") from None
+    choices = []
+    for o in parsed:
+        if o.is_sweep_override():
+            if not multirun:
+                raise UserError(f"'{o.input_line}' is a sweep: add -m to run one job per value")
+            try:
+                values = list(o.sweep_string_iterator())
+            except Exception:  # sweeps a plugin sweeper interprets (intervals, tags): checked there
+                continue
+            choices.append([f"{o.get_key_element()}={v}" for v in values])
+        else:
+            choices.append([o.input_line])
+    return [list(c) for c in itertools.islice(itertools.product(*choices), 64)]
+
+
+def compose_config(overrides: list[str]):
+    """The composed config for ``overrides``, with Hydra's errors turned into one-line UserErrors."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from distillkit.config import config_dir, group_options
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="distillkit"):
+            return compose("config", overrides=overrides)
+    except MissingConfigException as err:
+        missing = (err.missing_cfg_file or "").strip("/")
+        group, _, name = missing.rpartition("/")
+        if group:
+            raise UserError(f"unknown {group} '{name}' (choose from: {', '.join(group_options(group))})") from None
+        raise UserError(str(err).splitlines()[0]) from None
+    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
+        raise UserError(one_line(err)) from None
+
+
+def one_line(err: Exception) -> str:
+    """Hydra's and OmegaConf's multi-line messages, and their causes, as one line."""
+    parts = []
+    for e in (err, err.__cause__):
+        if e is not None:
+            parts += [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(
+                ("full_key:", "object_type=", "reference_type=", "To append"))]
+    text = " ".join(dict.fromkeys(parts)) or type(err).__name__
+    if "not in struct" in text:
+        text += " (check the spelling; '+key=value' adds a new key; 'distillkit run --cfg job' shows the keys)"
+    return text
+
+
+def check_composed(cfg) -> None:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from distillkit.run import validate
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise UserError(f"config: {one_line(err)}") from None
+    validate(cfg)
+
+
+def run_command(args: list[str]) -> int:
+    overrides, multirun, helpish = split_overrides(args)
+    if not helpish:
+        for combo in expand_sweeps(overrides, multirun):
+            check_composed(compose_config(combo))
+    from distillkit.app import hydra_app
+
+    sys.argv = ["distillkit run", *args]
+    hydra_app()
+    return 0
+
+
+def eval_command(args: list[str]) -> int:
+    from omegaconf import OmegaConf
+
+    from distillkit.data.synthetic import SyntheticSet
+    from distillkit.io import write_json
+    from distillkit.run import dataset_identity, evaluate_set, make_context, result_line, seed_everything
+    from distillkit.tracking import NoTracker
+
+    out = None
+    if "--out" in args:
+        i = args.index("--out")
+        if i + 1 >= len(args):
+            raise UserError("--out needs a folder")
+        out, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    paths = [a for a in args if "=" not in a]
+    if len(paths) != 1:
+        raise UserError("usage: distillkit eval PATH [overrides] [--out DIR]")
+    path = Path(paths[0])
+    distilled = SyntheticSet.load(path)
+    overrides = [a for a in args if "=" in a]
+    user_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    stored = distilled.meta.get("dataset", {})
+    implied = []
+    if "dataset" not in user_keys and stored.get("name"):
+        implied.append(f"dataset={stored['name']}")
+        implied += [f"++dataset.{k}={v}" for k, v in stored.items() if k != "name" and f"dataset.{k}" not in user_keys]
+    if "ipc" not in user_keys and distilled.meta.get("ipc"):
+        implied.append(f"ipc={distilled.meta['ipc']}")
+    cfg = compose_config(implied + overrides)
+    check_composed(cfg)
+    seed_everything(int(cfg.seed))
+    out = out or path.parent
+    ctx = make_context(cfg, out, NoTracker())
+    if tuple(distilled.images.shape[1:]) != (ctx.data.channels, *ctx.data.image_size):
+        raise UserError(f"{path}: images are {tuple(distilled.images.shape[1:])} but dataset "
+                        f"'{cfg.dataset.name}' has {(ctx.data.channels, *ctx.data.image_size)}; pass dataset=...")
+    if int(distilled.labels.max()) >= ctx.data.num_classes or int(distilled.labels.min()) < 0:
+        raise UserError(f"{path}: labels outside 0..{ctx.data.num_classes - 1} for dataset '{cfg.dataset.name}'")
+    timings: dict = {}
+    metrics = evaluate_set(distilled, ctx, timings)
+    results = {"method": distilled.meta.get("method", "external"), "dataset": cfg.dataset.name,
+               "ipc": distilled.meta.get("ipc", cfg.ipc), "source": str(path), "accuracy": metrics["accuracy"],
+               "per_model": metrics["per_model"], "labels": metrics["labels"], "eval_lr": metrics["lr"],
+               "published": None, "seconds": timings, "device": str(ctx.device),
+               "dataset_config": dataset_identity(cfg.dataset),
+               "evaluator": OmegaConf.to_container(cfg.evaluator, resolve=True)}
+    write_json(out / "eval_results.json", results)
+    print(result_line(results, out / "eval_results.json"))
+    return 0
+
+
+def list_command(args: list[str]) -> int:
+    from distillkit.config import group_file_description, group_options
+
+    for group in ("method", "dataset", "model", "budget", "generator", "scorer", "sampler", "evaluator",
+                  "tracker", "experiment", "hydra/launcher"):
+        print(f"{group}:")
+        for name in group_options(group):
+            print(f"  {name:<24} {group_file_description(group, name)}")
+    return 0
+
+
+COMMANDS = {"run": run_command, "eval": eval_command, "list": list_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        if command not in COMMANDS:
+            raise UserError(f"unknown command '{command}' (choose from: {', '.join(COMMANDS)})")
+        return COMMANDS[command](rest)
+    except UserError as err:
+        print(f"distillkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("distillkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

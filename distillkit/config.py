@@ -1,0 +1,43 @@
+"""Where the Hydra config lives, and reading single group files by name."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from distillkit.errors import UserError
+
+
+@lru_cache(maxsize=1)
+def config_dir() -> Path:
+    """``distillkit/conf`` inside an installed wheel, ``conf/`` beside the package in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise UserError(f"distillkit's config folder is missing (looked in {here / 'conf'} and {here.parent / 'conf'})")
+
+
+def group_options(group: str) -> list[str]:
+    folder = config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def group_file_description(group: str, name: str) -> str:
+    """The first comment line of a group file that is not a ``@package`` directive."""
+    for line in (config_dir() / group / f"{name}.yaml").read_text().splitlines():
+        text = line.lstrip("# ").strip()
+        if line.startswith("#") and not text.startswith("@package") and text:
+            return text
+    return ""
+
+
+def model_config(model) -> DictConfig:
+    """A model config from a config node, or from ``conf/model/<name>.yaml`` when given a name."""
+    if isinstance(model, (DictConfig, dict)):
+        return OmegaConf.create(model) if isinstance(model, dict) else model
+    if str(model) not in group_options("model"):
+        raise UserError(f"unknown model '{model}' (choose from: {', '.join(group_options('model'))})")
+    return OmegaConf.load(config_dir() / "model" / f"{model}.yaml")

@@ -1,0 +1,1 @@
+"""Real datasets, augmentation (DSA, ZCA) and the distilled-set file format."""

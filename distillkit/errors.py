@@ -1,0 +1,9 @@
+"""Errors that are the user's to fix: the CLI prints them as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """Bad input (config value, missing dataset, corrupt file). Printed without a traceback."""
+
+
+class DivergedError(UserError):
+    """A loss became NaN or exploded; the message says what and where the last good state is."""

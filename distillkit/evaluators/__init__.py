@@ -1,0 +1,1 @@
+"""Evaluators: measure a distilled set. One file per family."""

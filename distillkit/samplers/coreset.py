@@ -1,0 +1,84 @@
+"""Coreset samplers over a pool: all, random, herding and k-center (the classic baselines).
+
+Herding and k-center work on the teacher's embeddings (``ctx.teacher``, trained on the real
+data and cached). Every sampler returns indices into the pool, ``ipc`` per class, seeded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from distillkit.context import seeded
+from distillkit.errors import UserError
+from distillkit.training import predict
+
+
+def per_class(pool, ipc: int, num_classes: int):
+    """Yield (class, pool indices of that class); a class with fewer than ``ipc`` samples is an error."""
+    for c in range(num_classes):
+        idx = torch.nonzero(pool.labels == c).flatten()
+        if len(idx) < ipc:
+            raise UserError(f"class {c} has {len(idx)} samples in the pool, fewer than ipc={ipc}")
+        yield c, idx
+
+
+class AllSampler:
+    """The whole pool (the ``full`` upper-bound row, or a pool that is already the final set)."""
+
+    def __call__(self, pool, scores, ctx) -> torch.Tensor:
+        return torch.arange(len(pool), device=pool.labels.device)
+
+
+class RandomSampler:
+    """``ipc`` samples per class uniformly without replacement; ``seed`` offsets the run seed."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def __call__(self, pool, scores, ctx) -> torch.Tensor:
+        g = seeded(ctx.seed + self.seed)
+        chosen = [idx[torch.randperm(len(idx), generator=g)[:ctx.ipc].to(idx.device)]
+                  for _, idx in per_class(pool, ctx.ipc, ctx.data.num_classes)]
+        return torch.cat(chosen)
+
+
+class _EmbeddingSampler:
+    """Select per class on teacher embeddings; subclasses implement ``select(features, k)``."""
+
+    def __call__(self, pool, scores, ctx) -> torch.Tensor:
+        features = predict(ctx.teacher, pool.images, embed=True)
+        chosen = [idx[self.select(features[idx], ctx.ipc)]
+                  for _, idx in per_class(pool, ctx.ipc, ctx.data.num_classes)]
+        return torch.cat(chosen)
+
+
+class HerdingSampler(_EmbeddingSampler):
+    """Welling's herding: greedily keep the running mean of the chosen embeddings near the class mean."""
+
+    def select(self, features: torch.Tensor, k: int) -> torch.Tensor:
+        target = features.mean(0)
+        chosen: list[int] = []
+        total = torch.zeros_like(target)
+        available = torch.ones(len(features), dtype=torch.bool, device=features.device)
+        for step in range(k):
+            gap = ((target * (step + 1) - total).unsqueeze(0) - features).norm(dim=1)
+            gap = gap.masked_fill(~available, float("inf"))
+            i = int(gap.argmin())
+            chosen.append(i)
+            available[i] = False
+            total += features[i]
+        return torch.tensor(chosen, device=features.device)
+
+
+class KCenterSampler(_EmbeddingSampler):
+    """Greedy k-center: start at the sample nearest the class mean, then add the farthest point."""
+
+    def select(self, features: torch.Tensor, k: int) -> torch.Tensor:
+        first = int((features - features.mean(0)).norm(dim=1).argmin())
+        chosen = [first]
+        nearest = (features - features[first]).norm(dim=1)
+        for _ in range(k - 1):
+            i = int(nearest.argmax())
+            chosen.append(i)
+            nearest = torch.minimum(nearest, (features - features[i]).norm(dim=1))
+        return torch.tensor(chosen, device=features.device)

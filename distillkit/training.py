@@ -1,0 +1,126 @@
+"""The one inner training loop: fit a classifier on in-memory tensors, and test it.
+
+Used by the evaluator (train on the distilled set), by teachers (train on real data) and by
+every later stage that trains a network. Everything stays on the device: batches are index
+slices of a device tensor, the permutation is drawn on the device, and nothing in the loop
+reads a value back to the host — the only sync is the final accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from distillkit.errors import DivergedError, UserError
+from distillkit.progress import progress
+
+
+@dataclass
+class TrainSpec:
+    """Every protocol choice of a training run, explicit (see ``conf/evaluator/classifier.yaml``)."""
+
+    epochs: int
+    lr: float = 0.01
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step_half"  # step_half | cosine | constant
+    amp: bool = True  # bf16 autocast, only where the device is CUDA
+
+
+def make_optimizer(params, spec: TrainSpec, lr: float):
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    if spec.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay)
+    raise UserError(f"unknown optimizer '{spec.optimizer}' (sgd, adam, adamw)")
+
+
+def make_schedule(optimizer, spec: TrainSpec, steps_per_epoch: int):
+    total = max(1, spec.epochs * steps_per_epoch)
+    if spec.schedule == "step_half":  # DC/DSA/DM/MTT: ×0.1 once, at half of training
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, [max(1, total // 2)], gamma=0.1)
+    if spec.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    if spec.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    raise UserError(f"unknown schedule '{spec.schedule}' (step_half, cosine, constant)")
+
+
+def autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against hard labels (int) or soft targets (float probabilities, N×K)."""
+    if targets.dtype.is_floating_point:
+        return torch.sum(-targets * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+    return F.cross_entropy(logits.float(), targets)
+
+
+def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, spec: TrainSpec,
+                     augment=None, lr: float | None = None, desc: str = "train",
+                     generator: torch.Generator | None = None) -> nn.Module:
+    """Train ``model`` in place on (images, targets) for ``spec.epochs`` epochs; returns it.
+
+    ``targets`` are class indices or per-sample probability vectors. ``lr`` overrides
+    ``spec.lr`` (a distilled set's learned lr). Raises :class:`DivergedError` on a NaN loss,
+    checked once at the end so the loop never waits on the device.
+    """
+    device = images.device
+    n = len(images)
+    batch = min(spec.batch_size, n)
+    steps = math.ceil(n / batch)
+    optimizer = make_optimizer(model.parameters(), spec, spec.lr if lr is None else lr)
+    schedule = make_schedule(optimizer, spec, steps)
+    model.train()
+    last_loss = torch.zeros((), device=device)
+    for _ in progress(range(spec.epochs), desc=desc, leave=False):
+        order = torch.randperm(n, device=device, generator=generator)
+        for s in range(steps):
+            idx = order[s * batch:(s + 1) * batch]
+            x = images[idx]
+            if augment is not None:
+                x = augment(x)
+            with autocast(device, spec.amp):
+                loss = classification_loss(model(x), targets[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            last_loss = loss.detach()
+    if not torch.isfinite(last_loss):
+        raise DivergedError(f"{desc}: the training loss became {last_loss.item()} "
+                            "(lower the lr or check the distilled images for extreme values)")
+    return model
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048,
+             amp: bool = True) -> float:
+    """Top-1 accuracy in percent; one host sync at the end."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=images.device)
+    for start in range(0, len(images), batch_size):
+        with autocast(images.device, amp):
+            logits = model(images[start:start + batch_size])
+        correct += (logits.argmax(1) == labels[start:start + batch_size]).sum()
+    return 100.0 * correct.item() / max(1, len(images))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2048, embed: bool = False) -> torch.Tensor:
+    """Logits (or embeddings with ``embed=True``) for ``images``, batched, in eval mode."""
+    model.eval()
+    fn = model.embed if embed else model
+    return torch.cat([fn(images[s:s + batch_size]).float() for s in range(0, len(images), batch_size)])
