@@ -44,8 +44,12 @@ def make_pool(kind: str) -> nn.Module:
 
 
 def _feature_dim(features: nn.Module, channels: int, image_size) -> int:
-    with torch.no_grad():
-        return features(torch.zeros(1, channels, *image_size)).flatten(1).shape[1]
+    try:
+        with torch.no_grad():
+            return features(torch.zeros(2, channels, *image_size)).flatten(1).shape[1]
+    except (RuntimeError, ValueError) as err:
+        raise UserError(f"{channels}×{image_size[0]}×{image_size[1]} images are too small for this network "
+                        f"({str(err).splitlines()[0]}); pick a shallower model") from None
 
 
 class Classifier(nn.Module):
@@ -64,6 +68,10 @@ class ConvNet(Classifier):
     def __init__(self, channels, num_classes, image_size, width=128, depth=3, norm="instancenorm",
                  act="relu", pooling="avgpool"):
         super().__init__()
+        padded = image_size[0] + (4 if channels == 1 and image_size[0] == 28 else 0)
+        if norm == "instancenorm" and padded // 2 ** (depth - 1) < 2:
+            raise UserError(f"ConvNet-{depth} with instance norm needs images of at least {2 ** depth} pixels "
+                            f"(got {image_size[0]}): its last norm would see a single pixel")
         layers, in_ch = [], channels
         for d in range(depth):
             pad = 3 if channels == 1 and d == 0 and image_size[0] == 28 else 1

@@ -1,0 +1,110 @@
+"""End to end: baselines write valid artefacts, eval reproduces a run, sweeps, errors, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import TINY, compose
+from distillkit.data.synthetic import SyntheticSet
+from distillkit.run import execute
+
+
+def distillkit(*args, cwd=None):
+    env = {**os.environ, "DISTILLKIT_PROGRESS": "0"}
+    return subprocess.run([sys.executable, "-m", "distillkit", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def check_artefacts(run_dir: Path, method: str, ipc: int, per_class: int):
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in ("method", "dataset", "ipc", "budget", "seed", "accuracy", "per_model", "seconds", "device", "config"):
+        assert key in results
+    assert results["method"] == method and results["ipc"] == ipc and results["budget"] == "smoke"
+    acc = results["accuracy"]
+    assert set(acc) == {"mean", "std", "runs"} and 0 <= acc["mean"] <= 100 and len(acc["runs"]) == 1
+    distilled = SyntheticSet.load(run_dir / "distilled.safetensors")
+    assert distilled.images.dtype.is_floating_point and distilled.labels.dtype.is_signed
+    assert distilled.per_class_counts(10) == [per_class] * 10
+    assert distilled.meta["dataset"]["name"] == "digits" and distilled.meta["ipc"] == ipc
+    assert Image.open(run_dir / "grid.png").size[1] >= 10 * 8
+    return results
+
+
+@pytest.mark.parametrize("method", ["random", "herding", "kcenter"])
+def test_baseline_smoke_run_writes_valid_artefacts(method, tmp_path):
+    check_artefacts(tmp_path, method, 2, 2) if execute(compose(*TINY, f"method={method}", "ipc=2"), tmp_path) else None
+
+
+def test_full_uses_every_training_image(tmp_path):
+    check_artefacts(tmp_path, "full", 10, 30) if execute(compose(*TINY, "method=full"), tmp_path) else None
+
+
+def test_herding_differs_from_random(tmp_path):
+    execute(compose(*TINY, "method=random", "ipc=3"), tmp_path / "r")
+    execute(compose(*TINY, "method=herding", "ipc=3"), tmp_path / "h")
+    r, h = (SyntheticSet.load(tmp_path / d / "distilled.safetensors").images for d in ("r", "h"))
+    assert not (r.shape == h.shape and (r == h).all())
+
+
+def test_run_then_eval_reproduces_accuracy(tmp_path):
+    run = distillkit("run", *TINY, "ipc=3", f"hydra.run.dir={tmp_path}")
+    assert run.returncode == 0, run.stderr
+    assert "accuracy" in run.stdout.splitlines()[-1] and str(tmp_path) in run.stdout.splitlines()[-1]
+    ran = json.loads((tmp_path / "results.json").read_text())["accuracy"]["runs"]
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    again = distillkit("eval", str(tmp_path / "distilled.safetensors"), "budget=smoke", "--out", str(tmp_path / "e"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "e" / "eval_results.json").read_text())["accuracy"]["runs"] == ran
+
+
+def test_multirun_writes_one_directory_per_job(tmp_path):
+    out = distillkit("run", "-m", *TINY, "method=random", "ipc=1,2", f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.parent.name for p in tmp_path.glob("*/results.json")) == [
+        "0_random_digits_ipc1", "1_random_digits_ipc2"]
+
+
+BAD_RUNS = [
+    (["ipc=0"], "ipc must be a positive integer"),
+    (["ipc=abc"], "ipc must be a positive integer"),
+    (["method=nope"], "unknown method 'nope'"),
+    (["nonsense_key=1"], "Key 'nonsense_key' is not in struct"),
+    (["ipc=1,2"], "add -m"),
+    (["dataset=cifar10", "dataset.download=false", "dataset.download_root=/nonexistent"], "not found under"),
+    (["evaluator.labels=bad"], "evaluator.labels"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_RUNS, ids=[" ".join(a) for a, _ in BAD_RUNS])
+def test_bad_input_is_one_line_and_non_zero(args, message, tmp_path):
+    out = distillkit("run", *TINY, *args, f"hydra.run.dir={tmp_path}")
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr + out.stdout
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("distillkit: error:") and message in lines[-1]
+
+
+def test_eval_refuses_corrupt_and_foreign_files(tmp_path):
+    (tmp_path / "distilled.safetensors").write_bytes(b"\x00" * 64)
+    out = distillkit("eval", str(tmp_path / "distilled.safetensors"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "not a readable safetensors" in out.stderr
+
+
+def test_list_and_help_describe_the_groups():
+    listed = distillkit("list")
+    assert listed.returncode == 0 and "random " in listed.stdout and "fashion_mnist" in listed.stdout
+    helped = distillkit("run", "--help")
+    assert helped.returncode == 0 and "method: " in helped.stdout and "budget: " in helped.stdout
+
+
+def test_wandb_offline_writes_run_files(tmp_path):
+    execute(compose(*[a for a in TINY if a != "tracker=none"], "tracker=wandb", "tracker.mode=offline"), tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))

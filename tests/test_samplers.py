@@ -1,0 +1,52 @@
+"""Coreset samplers: per-class counts, seeding, and the herding / k-center selection rules."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from distillkit.data.synthetic import SyntheticSet
+from distillkit.errors import UserError
+from distillkit.samplers.coreset import HerdingSampler, KCenterSampler, RandomSampler
+
+
+def fake_ctx(ipc, num_classes=3, seed=0):
+    return types.SimpleNamespace(ipc=ipc, seed=seed, data=types.SimpleNamespace(num_classes=num_classes))
+
+
+def pool(per_class=(7, 5, 9)):
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(per_class)])
+    return SyntheticSet(torch.randn(len(labels), 1, 4, 4), labels)
+
+
+def test_random_sampler_counts_and_seeding():
+    p = pool()
+    picks = RandomSampler()(p, None, fake_ctx(4))
+    assert torch.bincount(p.labels[picks]).tolist() == [4, 4, 4] and len(set(picks.tolist())) == 12
+    assert torch.equal(picks, RandomSampler()(p, None, fake_ctx(4)))
+    assert not torch.equal(picks, RandomSampler()(p, None, fake_ctx(4, seed=1)))
+
+
+def test_too_few_samples_in_a_class_is_a_user_error():
+    with pytest.raises(UserError, match="class 1 has 5 samples"):
+        RandomSampler()(pool(), None, fake_ctx(6))
+
+
+def test_herding_first_pick_is_nearest_the_mean_and_mean_converges():
+    torch.manual_seed(0)
+    features = torch.randn(200, 8)
+    chosen = HerdingSampler().select(features, 20)
+    mean = features.mean(0)
+    assert chosen[0] == (features - mean).norm(dim=1).argmin()
+    herd_gap = (features[chosen].mean(0) - mean).norm()
+    random_gap = torch.stack([(features[torch.randperm(200)[:20]].mean(0) - mean).norm() for _ in range(50)])
+    assert herd_gap < random_gap.min()
+    assert len(set(chosen.tolist())) == 20
+
+
+def test_kcenter_covers_the_outliers():
+    features = torch.cat([torch.zeros(50, 2) + 0.01 * torch.randn(50, 2), torch.tensor([[10.0, 0], [0, 10.0]])])
+    chosen = set(KCenterSampler().select(features, 3).tolist())
+    assert {50, 51} <= chosen
