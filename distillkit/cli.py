@@ -137,11 +137,12 @@ def run_command(args: list[str]) -> int:
 
 
 def eval_command(args: list[str]) -> int:
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
+    from distillkit.data.datasets import dataset_identity
     from distillkit.data.synthetic import SyntheticSet
     from distillkit.io import write_json
-    from distillkit.run import dataset_identity, evaluate_set, make_context, result_line, seed_everything
+    from distillkit.run import evaluate_set, make_context, result_line, seed_everything
     from distillkit.tracking import NoTracker
 
     out = None
@@ -158,13 +159,15 @@ def eval_command(args: list[str]) -> int:
     overrides = [a for a in args if "=" in a]
     user_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     stored = distilled.meta.get("dataset", {})
-    implied = []
-    if "dataset" not in user_keys and stored.get("name"):
-        implied.append(f"dataset={stored['name']}")
-        implied += [f"++dataset.{k}={v}" for k, v in stored.items() if k != "name" and f"dataset.{k}" not in user_keys]
+    implied = [f"dataset={stored['name']}"] if "dataset" not in user_keys and stored.get("name") else []
     if "ipc" not in user_keys and distilled.meta.get("ipc"):
         implied.append(f"ipc={distilled.meta['ipc']}")
     cfg = compose_config(implied + overrides)
+    if implied[:1]:  # evaluate against the very images the set was made from, unless told otherwise
+        with open_dict(cfg):
+            for key, value in stored.items():
+                if f"dataset.{key}" not in user_keys:
+                    cfg.dataset[key] = value
     check_composed(cfg)
     seed_everything(int(cfg.seed))
     out = out or path.parent

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from distillkit.cache import Cache
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
-from distillkit.data.datasets import RealData
+from distillkit.data.datasets import RealData, dataset_identity
 from distillkit.models import create_model
 from distillkit.training import TrainSpec, train_classifier
 
@@ -71,16 +71,11 @@ class Context:
     def build_model(self, model_cfg) -> torch.nn.Module:
         return build_model(model_cfg, self.data, self.device)
 
-    def dataset_identity(self) -> dict:
-        """The parts of the dataset config that change its content (not where it was read from)."""
-        ds = OmegaConf.to_container(self.cfg.dataset, resolve=True)
-        return {k: v for k, v in ds.items() if k not in ("root", "download_root", "download")}
-
     @cached_property
     def teacher(self) -> torch.nn.Module:
         """The ``teacher`` role: trained on the real training set once, then read from the cache."""
         role = self.cfg.teacher
-        spec = {"dataset": self.dataset_identity(), "model": OmegaConf.to_container(model_config(role.model)),
+        spec = {"dataset": dataset_identity(self.cfg.dataset), "model": OmegaConf.to_container(model_config(role.model)),
                 "train": OmegaConf.to_container(role.train, resolve=True), "seed": int(role.seed)}
 
         def build(folder: Path) -> None:
@@ -92,7 +87,7 @@ class Context:
             model = self.build_model(role.model)
             augment = DSA(role.dsa_strategy, seed=int(role.seed)) if role.dsa_strategy else None
             train_classifier(model, self.train_images, self.train_labels, TrainSpec(**role.train),
-                             augment=augment, desc="teacher", generator=None)
+                             augment=augment, desc="teacher")
             save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                       str(folder / "model.safetensors"))
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from distillkit.cache import Cache
 from distillkit.context import Context
 from distillkit.data.augment import ZCA
-from distillkit.data.datasets import RealData, load_dataset
+from distillkit.data.datasets import RealData, dataset_identity, load_dataset
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
 from distillkit.io import write_json
@@ -29,10 +29,6 @@ from distillkit.plots import save_grid
 from distillkit.published import published_accuracy
 
 log = logging.getLogger("distillkit")
-
-# Dataset keys that change which images a set is evaluated against; stored with the set.
-DATASET_IDENTITY_KEYS = ("name", "train_per_class", "test_per_class", "zca", "zca_eps", "image_size")
-
 
 def validate(cfg: DictConfig) -> None:
     """Top-level values a user may mistype; each problem is one line."""
@@ -73,10 +69,6 @@ def prepare_data(dataset_cfg: DictConfig) -> RealData:
     return data
 
 
-def dataset_identity(dataset_cfg: DictConfig) -> dict:
-    return {k: dataset_cfg.get(k) for k in DATASET_IDENTITY_KEYS if dataset_cfg.get(k) is not None}
-
-
 @contextmanager
 def timed(timings: dict, stage: str):
     start = time.perf_counter()
@@ -100,9 +92,9 @@ def make_tracker(cfg: DictConfig):
     return build(cfg.tracker)
 
 
-def make_context(cfg: DictConfig, run_dir: Path, tracker=None, data: RealData | None = None) -> Context:
+def make_context(cfg: DictConfig, run_dir: Path | None, tracker=None) -> Context:
     device = resolve_device(cfg.device)
-    data = data if data is not None else prepare_data(cfg.dataset)
+    data = prepare_data(cfg.dataset)
     cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)
     return Context(cfg, data, device, run_dir, cache, tracker or make_tracker(cfg))
 

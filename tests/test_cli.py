@@ -108,3 +108,9 @@ def test_wandb_offline_writes_run_files(tmp_path):
     execute(compose(*[a for a in TINY if a != "tracker=none"], "tracker=wandb", "tracker.mode=offline"), tmp_path)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_submitit_local_launcher_runs_a_sweep(tmp_path):
+    out = distillkit("run", "-m", "hydra/launcher=local", *TINY, "ipc=1,2", f"hydra.sweep.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    assert len(list(tmp_path.glob("*/results.json"))) == 2

@@ -255,6 +255,18 @@ def load_imagefolder(cfg) -> RealData:
                     tuple(cfg.mean), tuple(cfg.std), extra={"folder_classes": classes})
 
 
+# Keys that say where a dataset is read from, not what it contains.
+LOCATION_KEYS = ("root", "download_root", "download", "source")
+
+
+def dataset_identity(cfg) -> dict:
+    """Every dataset setting that changes which images it holds (for cache keys and set metadata)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    return {k: v for k, v in plain.items() if k not in LOCATION_KEYS}
+
+
 LOADERS = {
     "digits": load_digits,
     "fashion_mnist": load_fashion_mnist,
