@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -20,7 +19,7 @@ from distillkit.cli import compose_config
 from distillkit.context import build_model
 from distillkit.data.augment import DSA
 from distillkit.generators.real import RealPool
-from distillkit.run import make_context, resolve_device
+from distillkit.run import cpu_model, make_context, resolve_device
 from distillkit.samplers.coreset import RandomSampler
 from distillkit.tracking import NoTracker
 from distillkit.training import TrainSpec, accuracy, train_classifier
@@ -60,7 +59,7 @@ def main() -> None:
         "images": len(images), "test_images": len(ctx.test_images), "runs": rows,
         "seconds_per_seed_mean": statistics.fmean(total), "seconds_per_seed_std": statistics.pstdev(total),
         "accuracy_mean": statistics.fmean(r["accuracy"] for r in rows),
-        "device": str(device), "cpu": platform.processor() or platform.machine(),
+        "device": str(device), "cpu": cpu_model(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
     }, indent=2))
 
