@@ -24,7 +24,7 @@ commands:
   list                     methods, datasets, models, budgets and the other config groups
 
 examples:
-  distillkit run                                   # random real images, digits, ipc=10, budget=cpu
+  distillkit run                                   # distribution matching, digits, ipc=10, budget=cpu
   distillkit run method=herding dataset=fashion_mnist ipc=10
   distillkit run -m method=random ipc=1,10,50      # a sweep, one directory per job
   distillkit eval outputs/random/digits_ipc10/<time>/distilled.safetensors evaluator.num_seeds=5

@@ -1,0 +1,503 @@
+"""Distribution matching (DM, Zhao & Bilen 2023) and decomposed DM (Rahimi Malakshan et al. 2025).
+
+Synthetic pixels are trained so that a freshly drawn random network sees the same per-class
+statistics in the synthetic images as in the real ones. One generator implements both papers;
+each term of the objective is switched on in config::
+
+    L = L_MMD + style_weight * (moments_weight * L_MM + L_CM) + diversity_weight * L_ICD
+
+i.e. the paper's ``λ(α·L_MM + L_CM) + (β·L_ICD + L_MMD)``. Every choice the sources leave open
+is written down in ``docs/methods/dm.md``.
+
+Speed: the agent is re-initialised in place, all classes go through one forward pass where the
+network treats samples independently (instance norm, group norm, none), real images go through it
+without autograd, and nothing inside an iteration reads a value back to the host; losses are
+accumulated on the device and read at the logging / checkpoint / grid points only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from distillkit.config import model_config
+from distillkit.data.augment import DSA
+from distillkit.data.datasets import dataset_identity
+from distillkit.data.synthetic import SyntheticSet
+from distillkit.errors import DivergedError, UserError
+from distillkit.io import atomic_path
+from distillkit.plots import save_grid
+from distillkit.progress import progress
+from distillkit.training import autocast
+
+log = logging.getLogger("distillkit")
+
+TERMS = ("mmd", "moments", "correlation", "diversity")
+STYLE_TERMS = ("moments", "correlation")
+CHECKPOINT_NAME = "dm_checkpoint.pt"
+CHECKPOINT_FORMAT = "distillkit.dm-checkpoint/1"
+GRID_FOLDER = "dm_grids"
+STD_EPS = 1e-5  # added to the variance before the square root, as the DDM code does
+# Norm layers whose outputs carry the style statistics (read through forward hooks).
+STYLE_NORMS = (nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss terms. Embeddings and statistics arrive grouped by class: a leading dimension of
+# ``n`` classes. Every term is summed over classes, as both reference codes do.
+# ---------------------------------------------------------------------------------------------
+
+def embedding_mean_loss(real_mean: torch.Tensor, syn_embeddings: torch.Tensor) -> torch.Tensor:
+    """L_MMD: ``Σ_c ‖mean φ(real_c) − mean φ(syn_c)‖²`` from real means (n×D) and syn embeddings (n×ipc×D)."""
+    return (real_mean - syn_embeddings.mean(1)).square().sum()
+
+
+def style_statistics(features: torch.Tensor, groups: int, moments: bool, correlation: bool) -> dict:
+    """Per-class style statistics of one layer's feature maps (``groups`` classes, equal batches).
+
+    ``mean``/``std`` (n×C): channel-wise spatial mean and std of the batch-averaged feature map;
+    ``gram`` (n×C×C): the batch average of per-sample Gram matrices ``F Fᵀ / (C·H·W)``.
+    """
+    x = features.float().unflatten(0, (groups, -1))  # n × batch × C × H × W
+    channels, height, width = x.shape[2:]
+    stats = {}
+    if moments:
+        mean_map = x.mean(1).flatten(2)  # n × C × HW
+        # Unbiased variance as in the DDM code; a single-pixel map has only the biased one.
+        correction = 1 if height * width > 1 else 0
+        stats["mean"] = mean_map.mean(2)
+        stats["std"] = (mean_map.var(2, correction=correction) + STD_EPS).sqrt()
+    if correlation:
+        # Per-sample Grams then the mean: n·batch·C² floats, less than a transposed copy of x.
+        flat = x.flatten(3)
+        stats["gram"] = (flat @ flat.transpose(-1, -2)).mean(1) / (channels * height * width)
+    return stats
+
+
+def moments_loss(syn_layers: list[dict], real_layers: list[dict]) -> torch.Tensor:
+    """L_MM: per class and layer ``(MSE(μ_s, μ_r) + MSE(σ_s, σ_r)) / 2``, mean over layers, sum over classes."""
+    per_layer = [0.5 * ((s["mean"] - r["mean"]).square().mean(1) + (s["std"] - r["std"]).square().mean(1))
+                 for s, r in zip(syn_layers, real_layers)]
+    return torch.stack(per_layer).mean(0).sum()
+
+
+def correlation_loss(syn_layers: list[dict], real_layers: list[dict]) -> torch.Tensor:
+    """L_CM: per class and layer ``‖Ḡ_s − Ḡ_r‖²_F`` (a sum over entries, as the DDM code), mean over
+    layers, sum over classes."""
+    per_layer = [(s["gram"] - r["gram"]).square().sum((1, 2)) for s, r in zip(syn_layers, real_layers)]
+    return torch.stack(per_layer).mean(0).sum()
+
+
+def diversity_loss(syn_embeddings: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """L_ICD: ``−KL(softmax φ_i ‖ softmax m_i)`` with m_i the mean of φ_i's k nearest same-class
+    synthetic neighbours (Euclidean, itself excluded); mean over samples, sum over classes.
+
+    ``syn_embeddings`` is n×ipc×D. With one image per class there is no neighbour: zero.
+    """
+    groups, per_class, _ = syn_embeddings.shape
+    k = min(neighbours, per_class - 1)
+    if k < 1:
+        return syn_embeddings.new_zeros(())
+    with torch.no_grad():  # choosing neighbours is not differentiable; only the KL is
+        distance = torch.cdist(syn_embeddings, syn_embeddings)
+        distance.diagonal(dim1=1, dim2=2).fill_(math.inf)
+        nearest = distance.topk(k, dim=2, largest=False).indices
+        weights = torch.zeros_like(distance).scatter_(2, nearest, 1.0 / k)
+    neighbour_mean = weights @ syn_embeddings  # n × ipc × D; gradients reach the neighbours too
+    log_p = F.log_softmax(syn_embeddings, dim=-1)
+    log_q = F.log_softmax(neighbour_mean, dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return -kl.mean(1).sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces of one matching run
+# ---------------------------------------------------------------------------------------------
+
+def reinitialise(model: nn.Module) -> None:
+    """Draw fresh weights in place with every module's own ``reset_parameters`` (PyTorch's default init)."""
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
+def parameters_not_reinitialised(model: nn.Module) -> list[str]:
+    """Names of parameters that no module with ``reset_parameters`` owns (they would never be redrawn)."""
+    covered = {id(p) for m in model.modules() if hasattr(m, "reset_parameters") for p in m.parameters(recurse=False)}
+    return [name for name, p in model.named_parameters() if id(p) not in covered]
+
+
+class ClassBatches:
+    """Random real images of every class at once: draws return an n_classes × k index table.
+
+    Each row is a uniform sample without replacement from that class (the reference's
+    ``permutation[:k]``), drawn on the device with no host round trip.
+    """
+
+    def __init__(self, labels: torch.Tensor, num_classes: int):
+        counts = torch.bincount(labels, minlength=num_classes)
+        self.counts = counts.tolist()
+        order = torch.argsort(labels, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        sorted_labels = labels[order]
+        rank = torch.arange(len(labels), device=labels.device) - starts[sorted_labels]
+        self.table = torch.full((num_classes, max(self.counts)), -1, dtype=torch.long, device=labels.device)
+        self.table[sorted_labels, rank] = order
+        self.padding = self.table < 0
+
+    @property
+    def smallest(self) -> int:
+        return min(self.counts)
+
+    def draw(self, per_class: int) -> torch.Tensor:
+        keys = torch.rand(self.table.shape, device=self.table.device).masked_fill_(self.padding, -1.0)
+        return self.table.gather(1, keys.topk(per_class, dim=1).indices)
+
+
+class StyleRecorder:
+    """Forward hooks on the agent's norm layers that keep per-class style statistics of their outputs.
+
+    Statistics are computed inside the hook, so the real pass (without autograd) never holds
+    more than one layer's feature maps.
+    """
+
+    def __init__(self, agent: nn.Module, moments: bool, correlation: bool, after_relu: bool):
+        self.moments, self.correlation, self.after_relu = moments, correlation, after_relu
+        self.layers = [m for m in agent.modules() if isinstance(m, STYLE_NORMS)]
+        for layer in self.layers:
+            layer.register_forward_hook(self._record)
+        self.groups, self.stats = 1, []
+
+    def start(self, groups: int) -> None:
+        self.groups, self.stats = groups, []
+
+    def take(self) -> list[dict]:
+        stats, self.stats = self.stats, []
+        return stats
+
+    def _record(self, module, inputs, output) -> None:
+        if output.ndim != 4:
+            raise UserError(f"style terms need 4-D feature maps at norm layers; {type(module).__name__} gave "
+                            f"{tuple(output.shape)} (switch the style terms off or pick a convolutional agent)")
+        features = F.relu(output) if self.after_relu else output
+        with torch.autocast(output.device.type, enabled=False):
+            self.stats.append(style_statistics(features, self.groups, self.moments, self.correlation))
+
+
+def augment_per_class(augment: DSA, real: torch.Tensor, syn: torch.Tensor, groups: int):
+    """Siamese DSA with a separate draw (op and parameters) for each class, as the reference does."""
+    pairs = [augment.siamese(r, s) for r, s in zip(real.chunk(groups), syn.chunk(groups))]
+    return torch.cat([r for r, _ in pairs]), torch.cat([s for _, s in pairs])
+
+
+def _as_resume_mode(value) -> str:
+    text = str(value).lower()
+    if text not in ("auto", "true", "false"):
+        raise UserError(f"generator.resume must be auto, true or false (got {value!r})")
+    return text
+
+
+class DistributionMatching:
+    """The generator: ``DistributionMatching(...)(ctx)`` returns the distilled set (``ipc`` per class).
+
+    Options mirror ``conf/generator/distribution_matching.yaml``; see ``docs/methods/dm.md``.
+    """
+
+    def __init__(self, model="convnet", iterations: int = 20000, batch_real: int = 256, lr_img: float = 1.0,
+                 momentum: float = 0.5, init: str = "real",
+                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", terms: Mapping | None = None,
+                 style_weight: float = 10000.0, moments_weight: float = 1.0, diversity_weight: float = 10.0,
+                 diversity_neighbours: int = 2, style_layer: str = "norm", max_real_per_pass: int = 8192,
+                 amp: bool = True, log_every: int = 50, grid_every: int = 500, checkpoint_every: int = 250,
+                 resume="auto", explode_factor: float = 1e4):
+        terms = dict(terms) if terms is not None else {"mmd": True}
+        unknown = set(terms) - set(TERMS)
+        if unknown:
+            raise UserError(f"unknown generator.terms {sorted(unknown)} (choose from {', '.join(TERMS)})")
+        self.terms = [t for t in TERMS if terms.get(t, False)]
+        if not self.terms:
+            raise UserError("generator.terms: switch on at least one of " + ", ".join(TERMS))
+        if init not in ("real", "noise"):
+            raise UserError(f"generator.init must be real or noise (got '{init}')")
+        if style_layer not in ("norm", "relu"):
+            raise UserError(f"generator.style_layer must be norm or relu (got '{style_layer}')")
+        for name, value in (("iterations", iterations), ("batch_real", batch_real), ("log_every", log_every),
+                            ("grid_every", grid_every), ("checkpoint_every", checkpoint_every),
+                            ("max_real_per_pass", max_real_per_pass), ("diversity_neighbours", diversity_neighbours)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise UserError(f"generator.{name} must be a positive integer (got {value!r})")
+        self.model = model
+        self.iterations, self.batch_real = int(iterations), int(batch_real)
+        self.lr_img, self.momentum, self.init = float(lr_img), float(momentum), init
+        self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
+        self.style_weight, self.moments_weight = float(style_weight), float(moments_weight)
+        self.diversity_weight, self.diversity_neighbours = float(diversity_weight), int(diversity_neighbours)
+        self.style_layer, self.max_real_per_pass, self.amp = style_layer, int(max_real_per_pass), bool(amp)
+        self.log_every, self.grid_every, self.checkpoint_every = int(log_every), int(grid_every), int(checkpoint_every)
+        self.resume, self.explode_factor = _as_resume_mode(resume), float(explode_factor)
+
+    def term_weights(self) -> dict:
+        """Each switched-on term's factor in the total loss."""
+        factor = {"mmd": 1.0, "moments": self.style_weight * self.moments_weight,
+                  "correlation": self.style_weight, "diversity": self.diversity_weight}
+        return {t: factor[t] for t in self.terms}
+
+    def settings(self, ctx) -> dict:
+        """Everything that changes the images; a checkpoint resumes only under the same settings.
+
+        Left out: ``iterations`` (a run may be extended), the logging / grid / checkpoint intervals,
+        and ``max_real_per_pass`` (for a network without batch norm it only regroups the same sums).
+        """
+        from omegaconf import OmegaConf
+
+        model = OmegaConf.to_container(model_config(self.model), resolve=True)
+        return {"dataset": dataset_identity(ctx.cfg.dataset), "ipc": ctx.ipc, "seed": ctx.seed, "model": model,
+                "batch_real": self.batch_real, "lr_img": self.lr_img, "momentum": self.momentum, "init": self.init,
+                "dsa_strategy": self.dsa_strategy, "terms": self.term_weights(),
+                "diversity_neighbours": self.diversity_neighbours, "style_layer": self.style_layer,
+                "amp": self.amp and ctx.device.type == "cuda"}
+
+    def start(self, ctx) -> "MatchingRun":
+        """A run positioned at its first iteration (fresh, or where its checkpoint left off)."""
+        return MatchingRun(self, ctx)
+
+    def __call__(self, ctx) -> SyntheticSet:
+        run = self.start(ctx)
+        run.run_to(self.iterations)
+        return run.synthetic_set()
+
+
+class MatchingRun:
+    """The state of one distillation: agent, synthetic images, optimiser, RNG, position, log window."""
+
+    def __init__(self, generator: DistributionMatching, ctx):
+        self.gen, self.ctx, self.device = generator, ctx, ctx.device
+        self.num_classes, self.ipc = ctx.data.num_classes, ctx.ipc
+        self.agent = ctx.build_model(generator.model)
+        uncovered = parameters_not_reinitialised(self.agent)
+        if uncovered:
+            raise UserError(f"DM redraws its agent in place with reset_parameters, but model '{generator.model}' has "
+                            f"parameters no module resets: {', '.join(uncovered[:5])}; pick another generator.model")
+        self.agent.requires_grad_(False)
+        self.agent.train()  # as the references: batch-norm agents normalise with batch statistics
+        style = [t for t in generator.terms if t in STYLE_TERMS]
+        self.recorder = None
+        if style:
+            self.recorder = StyleRecorder(self.agent, "moments" in style, "correlation" in style,
+                                          after_relu=generator.style_layer == "relu")
+            if not self.recorder.layers:
+                raise UserError(f"the style terms ({', '.join(style)}) read norm-layer outputs, and agent "
+                                f"'{generator.model}' has no norm layers (use an instance-norm ConvNet)")
+        if "diversity" in generator.terms and self.ipc == 1:
+            log.warning("dm: the diversity term has no neighbours to push away from at ipc=1; it is zero")
+        self.weights = torch.tensor(list(generator.term_weights().values()), device=self.device)
+
+        self.real_images = ctx.train_images
+        self.sampler = ClassBatches(ctx.train_labels, self.num_classes)
+        if self.sampler.smallest == 0:
+            raise UserError(f"class {self.sampler.counts.index(0)} has no training images to match")
+        self.batch_real = min(generator.batch_real, self.sampler.smallest)
+        if self.batch_real < generator.batch_real:
+            log.info("dm: batch_real %d -> %d (the smallest class has %d images)", generator.batch_real,
+                     self.batch_real, self.sampler.smallest)
+        self.class_groups = self._class_groups()
+
+        self.labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(self.ipc)
+        self.images = torch.zeros(self.num_classes * self.ipc, *self.real_images.shape[1:], device=self.device,
+                                  requires_grad=True)
+        self.optimizer = torch.optim.SGD([self.images], lr=generator.lr_img, momentum=generator.momentum)
+        self.window = torch.zeros(len(generator.terms) + 1, device=self.device)  # term sums, then the total
+        self.window_steps = 0
+        self.reference_loss: float | None = None
+        self.iteration = 0
+        self.checkpoint_path = Path(ctx.run_dir) / CHECKPOINT_NAME if ctx.run_dir is not None else None
+        self.last_checkpoint: Path | None = None
+        if not self._resume():
+            self._initialise()
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def _class_groups(self) -> list[slice]:
+        """Classes that share one forward pass.
+
+        Without batch norm every sample is processed on its own, so grouping classes is exact and
+        only memory bounds it. Batch norm normalises with the statistics of the whole pass, so the
+        grouping would change the result: such agents see every class in one pass (real and
+        synthetic images in separate passes), as the reference's ConvNetBN branch does.
+        """
+        mixes_samples = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.agent.modules())
+        if mixes_samples:
+            return [slice(0, self.num_classes)]
+        per_pass = max(1, self.gen.max_real_per_pass // self.batch_real)
+        return [slice(start, min(start + per_pass, self.num_classes))
+                for start in range(0, self.num_classes, per_pass)]
+
+    def _initialise(self) -> None:
+        torch.manual_seed(self.ctx.seed)
+        with torch.no_grad():
+            if self.gen.init == "real":
+                if self.sampler.smallest < self.ipc:
+                    raise UserError(f"init=real needs ipc={self.ipc} real images in every class; the smallest "
+                                    f"class has {self.sampler.smallest} (use generator.init=noise or a lower ipc)")
+                self.images.copy_(self.real_images[self.sampler.draw(self.ipc).flatten()])
+            else:
+                self.images.normal_()
+
+    def _resume(self) -> bool:
+        mode, path = self.gen.resume, self.checkpoint_path
+        if mode == "false" or path is None or (mode == "auto" and not path.is_file()):
+            return False
+        if not path.is_file():
+            raise UserError(f"generator.resume=true but there is no checkpoint at {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{path} is not a distillkit DM checkpoint")
+        current = self.gen.settings(self.ctx)
+        changed = {k: (state["settings"].get(k), v) for k, v in current.items() if state["settings"].get(k) != v}
+        if changed:
+            described = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            if mode == "auto":
+                raise UserError(f"{path} was made with other settings ({described}); set generator.resume=true to "
+                                "continue from it anyway, or generator.resume=false to start over")
+            log.warning("dm: resuming from %s under changed settings: %s", path, described)
+        if tuple(state["images"].shape) != tuple(self.images.shape):
+            raise UserError(f"{path} holds images of shape {tuple(state['images'].shape)}, this run needs "
+                            f"{tuple(self.images.shape)}")
+        if state["iteration"] > self.gen.iterations:
+            raise UserError(f"{path} is at iteration {state['iteration']}, past generator.iterations="
+                            f"{self.gen.iterations}")
+        with torch.no_grad():
+            self.images.copy_(state["images"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration, self.reference_loss = int(state["iteration"]), state["reference_loss"]
+        torch.set_rng_state(state["rng"]["cpu"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.last_checkpoint = path
+        log.info("dm: resumed from %s at iteration %d", path, self.iteration)
+        return True
+
+    # ---- the iteration -----------------------------------------------------------------------
+    def step(self) -> None:
+        """One pixel update: a fresh agent, fresh real batches, every class matched once."""
+        reinitialise(self.agent)
+        # The op choice is seeded from torch's CPU generator so that a checkpoint's RNG state covers it.
+        augment = DSA(self.gen.dsa_strategy, seed=int(torch.randint(2**31 - 1, ()))) if self.gen.dsa_strategy else None
+        real_index = self.sampler.draw(self.batch_real)
+        self.optimizer.zero_grad(set_to_none=True)
+        for classes in self.class_groups:
+            groups = classes.stop - classes.start
+            real = self.real_images[real_index[classes].flatten()]
+            syn = self.images[classes.start * self.ipc:classes.stop * self.ipc]
+            if augment is not None:
+                real, syn = augment_per_class(augment, real, syn, groups)
+            terms = self.matching_terms(real, syn, groups)
+            total = (terms * self.weights).sum()
+            total.backward()  # per group of classes: the sum over classes accumulates in images.grad
+            self.window += torch.cat([terms.detach(), total.detach().reshape(1)])
+        self.optimizer.step()
+        self.iteration += 1
+        self.window_steps += 1
+
+    def matching_terms(self, real: torch.Tensor, syn: torch.Tensor, groups: int) -> torch.Tensor:
+        """The switched-on terms (in ``TERMS`` order) for ``groups`` classes of real and synthetic images."""
+        if self.recorder is not None:
+            self.recorder.start(groups)
+        with torch.no_grad(), autocast(self.device, self.gen.amp):
+            real_mean = self.agent.embed(real).float().unflatten(0, (groups, -1)).mean(1)
+        real_style = self.recorder.take() if self.recorder is not None else []
+        if self.recorder is not None:
+            self.recorder.start(groups)
+        with autocast(self.device, self.gen.amp):
+            syn_embeddings = self.agent.embed(syn).float().unflatten(0, (groups, -1))
+        syn_style = self.recorder.take() if self.recorder is not None else []
+        compute = {
+            "mmd": lambda: embedding_mean_loss(real_mean, syn_embeddings),
+            "moments": lambda: moments_loss(syn_style, real_style),
+            "correlation": lambda: correlation_loss(syn_style, real_style),
+            "diversity": lambda: diversity_loss(syn_embeddings, self.gen.diversity_neighbours),
+        }
+        return torch.stack([compute[t]() for t in self.gen.terms])
+
+    # ---- the loop, logging, grids, checkpoints ------------------------------------------------
+    def run_to(self, iterations: int) -> None:
+        gen = self.gen
+        bar = progress(range(self.iteration, iterations), desc=f"dm ({'+'.join(gen.terms)})",
+                       total=iterations - self.iteration)
+        for _ in bar:
+            self.step()
+            done, last = self.iteration, self.iteration == iterations
+            log_now, grid_now = last or done % gen.log_every == 0, last or done % gen.grid_every == 0
+            checkpoint_now = last or done % gen.checkpoint_every == 0
+            if log_now or grid_now or checkpoint_now:
+                bar.set_postfix_str(self.report())
+            if grid_now:
+                self.save_grid()
+            if checkpoint_now:
+                self.save_checkpoint()
+
+    def report(self) -> str:
+        """Read the window's mean losses (the only host sync), check for divergence, log them."""
+        means = self.window / max(1, self.window_steps)
+        values = torch.cat([means, self.images.detach().abs().amax().reshape(1)]).tolist()
+        self.window.zero_()
+        self.window_steps = 0
+        *term_values, total, max_pixel = values
+        named = dict(zip(self.gen.terms, term_values))
+        self._check_divergence(named, total, max_pixel)
+        metrics = {"dm/loss": total, **{f"dm/{t}": v for t, v in named.items()}, "dm/max_abs_pixel": max_pixel}
+        self.ctx.tracker.log_metrics(metrics, step=self.iteration)
+        text = f"loss {total:.4g} (" + ", ".join(f"{t} {v:.4g}" for t, v in named.items()) + ")"
+        log.info("dm iteration %d/%d: %s", self.iteration, self.gen.iterations, text)
+        return text
+
+    def _check_divergence(self, named: dict, total: float, max_pixel: float) -> None:
+        weights = self.gen.term_weights()
+        # The diversity term is unbounded below by design; explosion is judged on the matching part.
+        matching = sum(weights[t] * v for t, v in named.items() if t != "diversity")
+        if self.last_checkpoint is not None:
+            where = (f"last good checkpoint: {self.last_checkpoint} (lower generator.lr_img and continue from it "
+                     "with generator.resume=true)")
+        else:
+            where = (f"no checkpoint was written yet (generator.checkpoint_every={self.gen.checkpoint_every}); "
+                     "start over with a lower generator.lr_img")
+        if not all(math.isfinite(v) for v in (*named.values(), total, max_pixel)):
+            raise DivergedError(f"distribution matching diverged by iteration {self.iteration}: loss {total} "
+                                f"({', '.join(f'{t} {v}' for t, v in named.items())}), largest |pixel| {max_pixel}; "
+                                f"{where}")
+        if self.reference_loss is None:
+            self.reference_loss = matching
+        elif self.reference_loss > 0 and matching > self.gen.explode_factor * self.reference_loss:
+            raise DivergedError(f"distribution matching exploded by iteration {self.iteration}: matching loss "
+                                f"{matching:.4g} is over {self.gen.explode_factor:g} × its first logged value "
+                                f"{self.reference_loss:.4g}; {where}")
+
+    def synthetic_set(self) -> SyntheticSet:
+        """The synthetic images as they are now (detached, on the CPU) with their labels."""
+        return SyntheticSet(self.images.detach().cpu().clone(), self.labels.cpu(),
+                            meta={"source": "distribution_matching"})
+
+    def save_grid(self) -> None:
+        if self.ctx.run_dir is None:
+            return
+        path = save_grid(self.synthetic_set(), self.ctx.data,
+                         Path(self.ctx.run_dir) / GRID_FOLDER / f"iteration_{self.iteration:06d}.png")
+        self.ctx.tracker.log_image("dm/grid", path, step=self.iteration)
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {"format": CHECKPOINT_FORMAT, "iteration": self.iteration, "images": self.images.detach().cpu(),
+                 "optimizer": self.optimizer.state_dict(), "rng": rng, "reference_loss": self.reference_loss,
+                 "settings": self.gen.settings(self.ctx)}
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
+        self.last_checkpoint = self.checkpoint_path

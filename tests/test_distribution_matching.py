@@ -1,0 +1,273 @@
+"""Distribution matching (DM) and decomposed DM: the loss terms, the agent, siamese DSA per class,
+end-to-end smoke runs, exact resume, and divergence errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import TINY, compose
+from distillkit.data.augment import DSA
+from distillkit.data.synthetic import SyntheticSet
+from distillkit.errors import DivergedError, UserError
+from distillkit.generators.distribution_matching import (
+    CHECKPOINT_NAME, GRID_FOLDER, augment_per_class, correlation_loss, diversity_loss, embedding_mean_loss,
+    moments_loss, parameters_not_reinitialised, reinitialise, style_statistics)
+from distillkit.run import build, execute, make_context
+from distillkit.tracking import NoTracker
+
+
+class RecordingTracker(NoTracker):
+    def __init__(self):
+        self.metrics, self.images = [], []
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((step, metrics))
+
+    def log_image(self, name, path, step=None):
+        self.images.append((step, path))
+
+
+def start(run_dir, *overrides, method="dm", tracker=None):
+    """A generator, its context on the tiny digits set (3 images per class), and its tracker."""
+    cfg = compose(*TINY, f"method={method}", "ipc=3", *overrides)
+    tracker = tracker or RecordingTracker()
+    return build(cfg.generator), make_context(cfg, run_dir, tracker), tracker
+
+
+# ---- the loss terms --------------------------------------------------------------------------
+
+def grouped(per_class, groups=2, channels=4, size=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(groups * per_class, channels, size, size, generator=g)
+
+
+def layer_stats(features, groups):
+    return [style_statistics(features, groups, moments=True, correlation=True)]
+
+
+def test_terms_are_zero_when_statistics_agree_even_with_other_batch_sizes():
+    syn = grouped(per_class=3)
+    # Each class's real batch is its synthetic batch twice: same means, same batch-averaged maps and Grams.
+    real = torch.cat([syn[:3], syn[:3], syn[3:], syn[3:]])
+    real_embeddings, syn_embeddings = real.flatten(1).unflatten(0, (2, -1)), syn.flatten(1).unflatten(0, (2, -1))
+    assert embedding_mean_loss(real_embeddings.mean(1), syn_embeddings).abs() < 1e-10
+    assert moments_loss(layer_stats(syn, 2), layer_stats(real, 2)).abs() < 1e-10
+    assert correlation_loss(layer_stats(syn, 2), layer_stats(real, 2)).abs() < 1e-10
+
+
+def test_terms_are_positive_when_statistics_differ():
+    syn, real = grouped(per_class=3, seed=0), grouped(per_class=6, seed=1) * 1.5 + 0.3
+    real_embeddings, syn_embeddings = real.flatten(1).unflatten(0, (2, -1)), syn.flatten(1).unflatten(0, (2, -1))
+    assert embedding_mean_loss(real_embeddings.mean(1), syn_embeddings) > 0
+    assert moments_loss(layer_stats(syn, 2), layer_stats(real, 2)) > 0
+    assert correlation_loss(layer_stats(syn, 2), layer_stats(real, 2)) > 0
+
+
+def test_moments_see_per_channel_mean_and_std_of_the_batch_averaged_map():
+    features = torch.zeros(2, 1, 2, 2)
+    features[0, 0] = torch.tensor([[0.0, 2.0], [4.0, 6.0]])  # the batch average is [[0, 1], [2, 3]]
+    stats = style_statistics(features, 1, moments=True, correlation=False)
+    assert torch.allclose(stats["mean"], torch.tensor([[1.5]]))
+    assert torch.allclose(stats["std"], (torch.tensor([0.0, 1, 2, 3]).var() + 1e-5).sqrt().reshape(1, 1))
+
+
+def test_diversity_is_zero_for_identical_samples_negative_otherwise_and_zero_at_ipc_one():
+    same = torch.ones(2, 4, 8)
+    assert diversity_loss(same, neighbours=2).abs() < 1e-7
+    spread = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(0))
+    assert diversity_loss(spread, neighbours=2) < 0
+    assert diversity_loss(spread[:, :1], neighbours=2) == 0
+
+
+def test_diversity_pushes_neighbours_apart():
+    embeddings = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    diversity_loss(embeddings, neighbours=2).backward()
+    with torch.no_grad():
+        moved = embeddings - 0.1 * embeddings.grad
+    assert diversity_loss(moved, 2) < diversity_loss(embeddings.detach(), 2)
+
+
+# ---- the agent and the augmentation ----------------------------------------------------------
+
+def test_agent_is_redrawn_in_place(tmp_path):
+    generator, ctx, _ = start(tmp_path)
+    run = generator.start(ctx)
+    before = {name: p.clone() for name, p in run.agent.named_parameters()}
+    modules = list(run.agent.modules())
+    reinitialise(run.agent)
+    assert list(run.agent.modules()) == modules
+    assert all(not torch.equal(p, before[n]) for n, p in run.agent.named_parameters() if n.endswith("weight")
+               and p.ndim > 1)
+    assert parameters_not_reinitialised(run.agent) == []
+    assert not any(p.requires_grad for p in run.agent.parameters())
+
+
+def test_siamese_augmentation_is_shared_within_a_class_and_drawn_per_class():
+    torch.manual_seed(0)
+    image = torch.randn(1, 1, 12, 12)
+    groups, per_real, per_syn = 4, 5, 2
+    real, syn = image.repeat(groups * per_real, 1, 1, 1), image.repeat(groups * per_syn, 1, 1, 1)
+    real_out, syn_out = augment_per_class(DSA("scale_rotate", seed=0), real, syn, groups)
+    per_class = []
+    for c in range(groups):
+        r, s = real_out[c * per_real:(c + 1) * per_real], syn_out[c * per_syn:(c + 1) * per_syn]
+        assert torch.allclose(r, r[:1].expand_as(r)) and torch.allclose(s, r[:per_syn])
+        per_class.append(r[0])
+    assert not all(torch.allclose(per_class[0], other) for other in per_class[1:])
+
+
+# ---- gradients, batching ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("term", ["mmd", "moments", "correlation", "diversity"])
+def test_each_term_sends_gradients_to_every_pixel(tmp_path, term):
+    terms = [f"generator.terms.{t}={'true' if t == term else 'false'}" for t in ("mmd", "moments", "correlation",
+                                                                                   "diversity")]
+    generator, ctx, _ = start(tmp_path, *terms)
+    run = generator.start(ctx)
+    index = run.sampler.draw(run.batch_real)
+    loss = run.matching_terms(run.real_images[index.flatten()], run.images, run.num_classes).sum()
+    loss.backward()
+    per_image = run.images.grad.abs().flatten(1).sum(1)
+    assert torch.isfinite(run.images.grad).all() and (per_image > 0).all()
+
+
+def test_grouping_classes_into_passes_does_not_change_the_result(tmp_path):
+    results = []
+    for per_pass in (16, 10_000):  # one class per pass vs all classes in one pass
+        generator, ctx, _ = start(tmp_path / str(per_pass), f"generator.max_real_per_pass={per_pass}",
+                                  method="ddm")
+        run = generator.start(ctx)
+        assert len(run.class_groups) == (10 if per_pass == 16 else 1)
+        run.step(), run.step()
+        results.append(run.images.detach())
+    assert torch.allclose(*results, atol=1e-5)
+
+
+def test_batch_norm_agents_see_every_class_in_one_pass(tmp_path):
+    generator, ctx, _ = start(tmp_path, "generator.model=convnet_bn", "generator.max_real_per_pass=16")
+    run = generator.start(ctx)
+    assert [(g.start, g.stop) for g in run.class_groups] == [(0, 10)]
+    run.step()
+    assert torch.isfinite(run.images).all()
+
+
+def test_style_terms_need_norm_layers(tmp_path):
+    generator, ctx, _ = start(tmp_path, "generator.model=alexnet", method="ddm")
+    with pytest.raises(UserError, match="no norm layers"):
+        generator.start(ctx)
+
+
+# ---- end to end --------------------------------------------------------------------------------
+
+def fixed_matching_loss(run, images, draws=6):
+    """The weighted matching terms (diversity left out) under fixed agents and real batches."""
+    keep = torch.get_rng_state()
+    torch.manual_seed(1234)
+    totals = []
+    for _ in range(draws):
+        reinitialise(run.agent)
+        index = run.sampler.draw(run.batch_real)
+        with torch.no_grad():
+            terms = run.matching_terms(run.real_images[index.flatten()], images, run.num_classes)
+        totals.append(sum(w * t for name, w, t in zip(run.gen.terms, run.weights, terms) if name != "diversity"))
+    torch.set_rng_state(keep)
+    return float(torch.stack(totals).mean())
+
+
+@pytest.mark.parametrize("method", ["dm", "ddm"])
+def test_smoke_run_lowers_the_matching_loss_and_logs(tmp_path, method):
+    generator, ctx, tracker = start(tmp_path, "generator.init=noise", "generator.iterations=10",
+                                    "generator.log_every=5", "generator.grid_every=5", method=method)
+    run = generator.start(ctx)
+    initial = fixed_matching_loss(run, run.images.detach().clone())
+    run.run_to(generator.iterations)
+    assert fixed_matching_loss(run, run.images.detach()) < initial
+    assert [step for step, _ in tracker.metrics] == [5, 10]
+    assert set(tracker.metrics[0][1]) == {"dm/loss", "dm/max_abs_pixel", *(f"dm/{t}" for t in generator.terms)}
+    assert sorted(p.name for p in (tmp_path / GRID_FOLDER).iterdir()) == ["iteration_000005.png",
+                                                                         "iteration_000010.png"]
+    distilled = run.synthetic_set()
+    assert distilled.images.shape == (30, 1, 8, 8) and distilled.per_class_counts(10) == [3] * 10
+
+
+def test_dm_through_the_pipeline_writes_a_distilled_set(tmp_path):
+    results = execute(compose(*TINY, "method=dm", "ipc=2"), tmp_path)
+    assert results["method"] == "dm" and results["images_per_class"] == [2] * 10
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["generator"]["iterations"] == 5
+    distilled = SyntheticSet.load(tmp_path / "distilled.safetensors")
+    real = make_context(compose(*TINY), tmp_path).train_images
+    assert not any(torch.equal(image, r) for image in distilled.images for r in real)  # the pixels moved
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+
+
+def test_ddm_config_switches_every_term_on_with_the_authors_weights():
+    generator = compose("method=ddm").generator
+    assert dict(generator.terms) == {"mmd": True, "moments": True, "correlation": True, "diversity": True}
+    assert (generator.style_weight, generator.moments_weight, generator.diversity_weight) == (10000, 1, 10)
+    assert dict(compose("method=dm").generator.terms) == {"mmd": True, "moments": False, "correlation": False,
+                                                          "diversity": False}
+
+
+# ---- checkpoints and resume --------------------------------------------------------------------
+
+def test_resumed_run_gives_the_same_images_as_an_uninterrupted_one(tmp_path):
+    common = ("generator.checkpoint_every=3", "generator.log_every=2")
+    generator, ctx, _ = start(tmp_path / "straight", "generator.iterations=7", *common, method="ddm")
+    straight = generator(ctx)
+
+    generator, ctx, _ = start(tmp_path / "split", "generator.iterations=4", *common, method="ddm")
+    generator(ctx)  # "interrupted" after 4 iterations; its last checkpoint is at iteration 4
+    torch.manual_seed(999)  # whatever happened in between must not matter
+    generator, ctx, _ = start(tmp_path / "split", "generator.iterations=7", *common, method="ddm")
+    resumed = generator(ctx)
+    assert torch.equal(straight.images, resumed.images)
+
+
+def test_resume_refuses_a_checkpoint_made_with_other_settings(tmp_path):
+    generator, ctx, _ = start(tmp_path, "generator.iterations=2")
+    generator(ctx)
+    generator, ctx, _ = start(tmp_path, "generator.iterations=4", "generator.lr_img=0.5")
+    with pytest.raises(UserError, match=r"other settings \(lr_img: 1.0 -> 0.5\)"):
+        generator(ctx)
+    generator, ctx, _ = start(tmp_path, "generator.iterations=4", "generator.lr_img=0.5", "generator.resume=true")
+    assert generator.start(ctx).iteration == 2
+    generator, ctx, _ = start(tmp_path, "generator.iterations=4", "generator.resume=false")
+    assert generator.start(ctx).iteration == 0
+
+
+def test_resume_true_without_a_checkpoint_is_a_user_error(tmp_path):
+    generator, ctx, _ = start(tmp_path, "generator.resume=true")
+    with pytest.raises(UserError, match="no checkpoint"):
+        generator(ctx)
+
+
+# ---- divergence ----------------------------------------------------------------------------------
+
+def test_nan_raises_diverged_error_naming_iteration_and_last_checkpoint(tmp_path):
+    generator, ctx, _ = start(tmp_path, "generator.iterations=6", "generator.checkpoint_every=2",
+                              "generator.log_every=1")
+    run = generator.start(ctx)
+    run.run_to(2)
+    with torch.no_grad():
+        run.images[0, 0, 0, 0] = float("nan")
+    with pytest.raises(DivergedError, match=rf"iteration 3: .*last good checkpoint: {tmp_path / CHECKPOINT_NAME}"):
+        run.run_to(6)
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["iteration"] == 2
+
+
+def test_nan_before_any_checkpoint_says_so(tmp_path):
+    generator, ctx, _ = start(tmp_path, "generator.lr_img=nan", "generator.log_every=1")
+    with pytest.raises(DivergedError, match="iteration 1: .*no checkpoint was written yet"):
+        generator(ctx)
+
+
+def test_exploding_matching_loss_raises_diverged_error(tmp_path):
+    generator, ctx, _ = start(tmp_path)
+    run = generator.start(ctx)
+    run.reference_loss = 1.0
+    run._check_divergence({"mmd": 0.5e4}, 0.5e4, 3.0)
+    with pytest.raises(DivergedError, match="exploded"):
+        run._check_divergence({"mmd": 2e4}, 2e4, 3.0)
