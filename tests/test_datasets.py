@@ -97,3 +97,14 @@ def test_tinyimagenet_val_annotations_are_understood(tmp_path):
 def test_imagefolder_without_root_says_how_to_get_it(tmp_path):
     with pytest.raises(UserError, match="imagewoof"):
         load_dataset(compose("dataset=imagewoof", f"dataset.root={tmp_path}").dataset)
+
+
+def test_torchvision_loader_reads_a_local_mnist_copy(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    tiny_idx_folder(raw)
+    for gz in raw.glob("*.gz"):  # torchvision's MNIST reads the uncompressed files
+        (raw / gz.stem).write_bytes(gzip.decompress(gz.read_bytes()))
+    data = load_dataset(compose("dataset=mnist", f"dataset.download_root={tmp_path}", "dataset.download=false").dataset)
+    assert data.train_images.shape == (20, 1, 28, 28) and data.test_labels.tolist()[:3] == [0, 1, 2]
+    assert data.classes[0].startswith("0")
