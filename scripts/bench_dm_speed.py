@@ -39,12 +39,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first (allocator, caches)")
     parser.add_argument("--iterations", type=int, default=10, help="timed iterations")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("overrides", nargs="*", help="further config overrides, e.g. generator.max_real_per_pass=256")
     args = parser.parse_args()
 
     cfg = compose_config([f"method={args.method}", f"dataset={args.dataset}", f"ipc={args.ipc}", "tracker=none",
                           f"device={args.device}", f"generator.batch_real={args.batch_real}",
                           f"generator.model={args.model}", f"generator.dsa_strategy={args.dsa_strategy}",
-                          f"generator.iterations={args.warmup + args.iterations}"])
+                          f"generator.iterations={args.warmup + args.iterations}", *args.overrides])
     ctx = make_context(cfg, run_dir=None, tracker=NoTracker())
     run = build(cfg.generator).start(ctx)  # no run directory: no checkpoints, no grids
 
@@ -63,13 +64,13 @@ def main() -> None:
         "benchmark": "distillkit distribution matching, seconds per iteration",
         "method": args.method, "dataset": args.dataset, "ipc": args.ipc, "model": args.model,
         "batch_real": run.batch_real, "dsa_strategy": args.dsa_strategy, "terms": run.gen.terms,
-        "classes_per_pass": [g.stop - g.start for g in run.class_groups],
+        "overrides": args.overrides, "classes_per_pass": [g.stop - g.start for g in run.class_groups],
         "warmup": args.warmup, "iterations": args.iterations,
         "seconds_per_iteration": {"median": statistics.median(seconds), "mean": statistics.fmean(seconds),
                                   "min": min(seconds), "max": max(seconds)},
         "per_iteration": [round(s, 4) for s in seconds], "final_window": loss,
         "device": str(ctx.device), "device_name": device_name(ctx.device),
-        "amp": bool(cfg.generator.amp and ctx.device.type == "cuda"), "torch": torch.__version__,
+        "amp": run.gen.uses_amp(ctx.device), "compiled": run.probe.compiled, "torch": torch.__version__,
     }, indent=2))
 
 

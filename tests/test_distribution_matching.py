@@ -13,8 +13,9 @@ from distillkit.data.augment import DSA
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import DivergedError, UserError
 from distillkit.generators.distribution_matching import (
-    CHECKPOINT_NAME, GRID_FOLDER, augment_per_class, correlation_loss, diversity_loss, embedding_mean_loss,
-    moments_loss, parameters_not_reinitialised, reinitialise, style_statistics)
+    CHECKPOINT_NAME, GRID_FOLDER, AgentProbe, augment_per_class, correlation_loss, diversity_loss,
+    embedding_mean_loss, moments_loss, parameters_not_reinitialised, reinitialise, style_statistics)
+from distillkit.models import create_model
 from distillkit.run import build, execute, make_context
 from distillkit.tracking import NoTracker
 
@@ -144,6 +145,56 @@ def test_grouping_classes_into_passes_does_not_change_the_result(tmp_path):
         run.step(), run.step()
         results.append(run.images.detach())
     assert torch.allclose(*results, atol=1e-5)
+
+
+def test_compiled_agent_pass_gives_the_eager_terms(tmp_path):
+    """torch.compile of the agent pass changes the speed, not the loss or its gradient."""
+    values, gradients = [], []
+    for compiled in (False, True):
+        generator, ctx, _ = start(tmp_path / str(compiled), f"generator.compile={compiled}", "generator.amp=false",
+                                  method="ddm")
+        run = generator.start(ctx)
+        assert run.probe.compiled is compiled and run.probe.walks
+        torch.manual_seed(0)
+        reinitialise(run.agent)
+        index = run.sampler.draw(run.batch_real)
+        terms = run.matching_terms(run.real_images[index.flatten()], run.images, run.num_classes)
+        (terms * run.weights).sum().backward()
+        values.append(terms.detach())
+        gradients.append(run.images.grad)
+    assert torch.allclose(*values, rtol=1e-4, atol=1e-6)
+    assert (gradients[1] - gradients[0]).norm() / gradients[0].norm() < 1e-4
+
+
+def test_compiled_bf16_probe_matches_eager_on_fashion_mnist_sized_images():
+    """In bf16 on a CPU, a compiled 28×28 ConvNet graph that also held the Gram matmuls returned NaN
+    embeddings (torch 2.15); the probe keeps the statistics outside the graph."""
+    agent = create_model("convnet", 1, 10, (28, 28)).requires_grad_(False)
+    images = torch.randn(10, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    results = []
+    for compiled in (False, True):
+        probe = AgentProbe(agent, moments=True, correlation=True, compile=compiled)
+        syn = images.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            embeddings, maps = probe(syn)
+        stats = probe.statistics(maps, groups=2)
+        loss = embeddings.float().mean(0).square().sum() + sum(layer["gram"].sum() + layer["std"].sum()
+                                                               for layer in stats)
+        loss.backward()
+        results.append((embeddings.float(), syn.grad))
+    (eager, eager_grad), (compiled, compiled_grad) = results
+    assert torch.isfinite(compiled).all() and torch.isfinite(compiled_grad).all()
+    assert (compiled - eager).norm() / eager.norm() < 0.05
+    assert (compiled_grad - eager_grad).norm() / eager_grad.norm() < 0.1
+
+
+def test_style_terms_of_agents_with_nested_norms_are_read_through_hooks(tmp_path):
+    generator, ctx, _ = start(tmp_path, "generator.model=resnetap10", method="ddm")
+    run = generator.start(ctx)
+    assert not run.probe.walks and len(run.probe.layers) > 3
+    index = run.sampler.draw(run.batch_real)
+    terms = run.matching_terms(run.real_images[index.flatten()], run.images, run.num_classes)
+    assert torch.isfinite(terms).all() and (terms[1:3] > 0).all()  # moments and correlation from every layer
 
 
 def test_batch_norm_agents_see_every_class_in_one_pass(tmp_path):

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from distillkit.errors import DivergedError, UserError
 from distillkit.io import atomic_path
 from distillkit.plots import save_grid
 from distillkit.progress import progress
-from distillkit.training import autocast
+from distillkit.training import autocast, cpu_has_bf16_units
 
 log = logging.getLogger("distillkit")
 
@@ -43,6 +45,7 @@ STYLE_TERMS = ("moments", "correlation")
 CHECKPOINT_NAME = "dm_checkpoint.pt"
 CHECKPOINT_FORMAT = "distillkit.dm-checkpoint/1"
 GRID_FOLDER = "dm_grids"
+AUTO_REAL_PER_PASS_GPU = 8192  # real images in one forward pass on a GPU (memory-bound)
 STD_EPS = 1e-5  # added to the variance before the square root, as the DDM code does
 # Norm layers whose outputs carry the style statistics (read through forward hooks).
 STYLE_NORMS = (nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
@@ -160,34 +163,74 @@ class ClassBatches:
         return self.table.gather(1, keys.topk(per_class, dim=1).indices)
 
 
-class StyleRecorder:
-    """Forward hooks on the agent's norm layers that keep per-class style statistics of their outputs.
+class AgentProbe:
+    """``probe(x)`` → the agent's embeddings and the outputs of its norm layers (the layers the style
+    terms read; none when the style terms are off). ``probe.statistics(maps, groups)`` turns those
+    outputs into per-class style statistics (``groups`` classes of equal batches in ``x``).
 
-    Statistics are computed inside the hook, so the real pass (without autograd) never holds
-    more than one layer's feature maps.
+    When the norm layers are direct children of a sequential ``features`` (the ConvNet family) the
+    probe walks the layers itself, so the whole pass can go through ``torch.compile``: its fused
+    norm / activation / pooling kernels roughly halve the real-image pass on a CPU. Other agents
+    are read through forward hooks, eagerly (hooks do not run inside a compiled graph). Without a
+    C++ compiler on a CPU-only host compiling falls back to eager. The statistics stay outside the
+    compiled graph: in torch 2.15 a CPU bf16 graph holding the Gram matmuls returns NaN embeddings.
     """
 
-    def __init__(self, agent: nn.Module, moments: bool, correlation: bool, after_relu: bool):
-        self.moments, self.correlation, self.after_relu = moments, correlation, after_relu
-        self.layers = [m for m in agent.modules() if isinstance(m, STYLE_NORMS)]
-        for layer in self.layers:
-            layer.register_forward_hook(self._record)
-        self.groups, self.stats = 1, []
+    def __init__(self, agent: nn.Module, moments: bool = False, correlation: bool = False,
+                 after_relu: bool = False, compile: bool = False):
+        self.agent, self.after_relu = agent, after_relu
+        self.moments, self.correlation = moments, correlation
+        style = moments or correlation
+        self.layers = [m for m in agent.modules() if isinstance(m, STYLE_NORMS)] if style else []
+        features = getattr(agent, "features", None)
+        self.walks = not style or (isinstance(features, nn.Sequential)
+                                   and all(any(m is c for c in features) for m in self.layers))
+        if not self.walks:
+            for layer in self.layers:
+                layer.register_forward_hook(self._record)
+        self._recorded: list[torch.Tensor] = []
+        self.compiled = compile and self.walks and _can_compile(next(agent.parameters()).device)
+        self._pass = torch.compile(self._walk, dynamic=False) if self.compiled else self._walk
 
-    def start(self, groups: int) -> None:
-        self.groups, self.stats = groups, []
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.walks:
+            return self._pass(x)
+        self._recorded = []
+        embeddings = self.agent.embed(x)
+        maps, self._recorded = self._recorded, []
+        return embeddings, maps
 
-    def take(self) -> list[dict]:
-        stats, self.stats = self.stats, []
-        return stats
+    def _walk(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if not self.layers:
+            return self.agent.embed(x), []
+        maps = []
+        for layer in self.agent.features:
+            x = layer(x)
+            if isinstance(layer, STYLE_NORMS):
+                maps.append(x)
+        return x.flatten(1), maps
 
     def _record(self, module, inputs, output) -> None:
-        if output.ndim != 4:
-            raise UserError(f"style terms need 4-D feature maps at norm layers; {type(module).__name__} gave "
-                            f"{tuple(output.shape)} (switch the style terms off or pick a convolutional agent)")
-        features = F.relu(output) if self.after_relu else output
-        with torch.autocast(output.device.type, enabled=False):
-            self.stats.append(style_statistics(features, self.groups, self.moments, self.correlation))
+        self._recorded.append(output)
+
+    def statistics(self, maps: list[torch.Tensor], groups: int) -> list[dict]:
+        """Per-class style statistics of each norm layer's output, in fp32."""
+        stats = []
+        for output in maps:
+            if output.ndim != 4:
+                raise UserError(f"style terms need 4-D feature maps at norm layers; got {tuple(output.shape)} "
+                                "(switch the style terms off or pick a convolutional agent)")
+            features = F.relu(output) if self.after_relu else output
+            with torch.autocast(output.device.type, enabled=False):
+                stats.append(style_statistics(features, groups, self.moments, self.correlation))
+        return stats
+
+
+def _can_compile(device: torch.device) -> bool:
+    if device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
+        log.warning("dm: generator.compile needs a C++ compiler on the CPU (none found); running eagerly")
+        return False
+    return True
 
 
 def augment_per_class(augment: DSA, real: torch.Tensor, syn: torch.Tensor, groups: int):
@@ -213,8 +256,8 @@ class DistributionMatching:
                  momentum: float = 0.5, init: str = "real",
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", terms: Mapping | None = None,
                  style_weight: float = 10000.0, moments_weight: float = 1.0, diversity_weight: float = 10.0,
-                 diversity_neighbours: int = 2, style_layer: str = "norm", max_real_per_pass: int = 8192,
-                 amp: bool = True, log_every: int = 50, grid_every: int = 500, checkpoint_every: int = 250,
+                 diversity_neighbours: int = 2, style_layer: str = "norm", max_real_per_pass: int | str = "auto",
+                 amp: bool = True, compile: bool = False, log_every: int = 50, grid_every: int = 500, checkpoint_every: int = 250,
                  resume="auto", explode_factor: float = 1e4):
         terms = dict(terms) if terms is not None else {"mmd": True}
         unknown = set(terms) - set(TERMS)
@@ -229,7 +272,7 @@ class DistributionMatching:
             raise UserError(f"generator.style_layer must be norm or relu (got '{style_layer}')")
         for name, value in (("iterations", iterations), ("batch_real", batch_real), ("log_every", log_every),
                             ("grid_every", grid_every), ("checkpoint_every", checkpoint_every),
-                            ("max_real_per_pass", max_real_per_pass), ("diversity_neighbours", diversity_neighbours)):
+                            ("diversity_neighbours", diversity_neighbours)):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise UserError(f"generator.{name} must be a positive integer (got {value!r})")
         self.model = model
@@ -238,7 +281,11 @@ class DistributionMatching:
         self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
         self.style_weight, self.moments_weight = float(style_weight), float(moments_weight)
         self.diversity_weight, self.diversity_neighbours = float(diversity_weight), int(diversity_neighbours)
-        self.style_layer, self.max_real_per_pass, self.amp = style_layer, int(max_real_per_pass), bool(amp)
+        if max_real_per_pass != "auto" and (isinstance(max_real_per_pass, bool) or not isinstance(max_real_per_pass, int)
+                                            or max_real_per_pass < 1):
+            raise UserError(f"generator.max_real_per_pass must be auto or a positive integer (got {max_real_per_pass!r})")
+        self.style_layer, self.max_real_per_pass, self.amp = style_layer, max_real_per_pass, bool(amp)
+        self.compile = bool(compile)
         self.log_every, self.grid_every, self.checkpoint_every = int(log_every), int(grid_every), int(checkpoint_every)
         self.resume, self.explode_factor = _as_resume_mode(resume), float(explode_factor)
 
@@ -261,7 +308,11 @@ class DistributionMatching:
                 "batch_real": self.batch_real, "lr_img": self.lr_img, "momentum": self.momentum, "init": self.init,
                 "dsa_strategy": self.dsa_strategy, "terms": self.term_weights(),
                 "diversity_neighbours": self.diversity_neighbours, "style_layer": self.style_layer,
-                "amp": self.amp and ctx.device.type == "cuda"}
+                "amp": self.uses_amp(ctx.device)}
+
+    def uses_amp(self, device: torch.device) -> bool:
+        """bf16 autocast: on CUDA, and on CPUs with native bf16 units (AMX / AVX512-BF16)."""
+        return self.amp and (device.type == "cuda" or cpu_has_bf16_units())
 
     def start(self, ctx) -> "MatchingRun":
         """A run positioned at its first iteration (fresh, or where its checkpoint left off)."""
@@ -287,13 +338,11 @@ class MatchingRun:
         self.agent.requires_grad_(False)
         self.agent.train()  # as the references: batch-norm agents normalise with batch statistics
         style = [t for t in generator.terms if t in STYLE_TERMS]
-        self.recorder = None
-        if style:
-            self.recorder = StyleRecorder(self.agent, "moments" in style, "correlation" in style,
-                                          after_relu=generator.style_layer == "relu")
-            if not self.recorder.layers:
-                raise UserError(f"the style terms ({', '.join(style)}) read norm-layer outputs, and agent "
-                                f"'{generator.model}' has no norm layers (use an instance-norm ConvNet)")
+        self.probe = AgentProbe(self.agent, "moments" in style, "correlation" in style,
+                                after_relu=generator.style_layer == "relu", compile=generator.compile)
+        if style and not self.probe.layers:
+            raise UserError(f"the style terms ({', '.join(style)}) read norm-layer outputs, and agent "
+                            f"'{generator.model}' has no norm layers (use an instance-norm ConvNet)")
         if "diversity" in generator.terms and self.ipc == 1:
             log.warning("dm: the diversity term has no neighbours to push away from at ipc=1; it is zero")
         self.weights = torch.tensor(list(generator.term_weights().values()), device=self.device)
@@ -326,14 +375,19 @@ class MatchingRun:
         """Classes that share one forward pass.
 
         Without batch norm every sample is processed on its own, so grouping classes is exact and
-        only memory bounds it. Batch norm normalises with the statistics of the whole pass, so the
+        only memory (on a GPU) or the cache (on a CPU) bounds it. Batch norm normalises with the statistics of the whole pass, so the
         grouping would change the result: such agents see every class in one pass (real and
         synthetic images in separate passes), as the reference's ConvNetBN branch does.
         """
         mixes_samples = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.agent.modules())
         if mixes_samples:
             return [slice(0, self.num_classes)]
-        per_pass = max(1, self.gen.max_real_per_pass // self.batch_real)
+        real_per_pass = self.gen.max_real_per_pass
+        if real_per_pass == "auto":
+            # On a CPU one class per pass keeps the feature maps in cache (1.07 s against 1.45 s per
+            # iteration for all ten Fashion-MNIST classes in one pass, docs/results.md).
+            real_per_pass = self.batch_real if self.device.type == "cpu" else AUTO_REAL_PER_PASS_GPU
+        per_pass = max(1, real_per_pass // self.batch_real)
         return [slice(start, min(start + per_pass, self.num_classes))
                 for start in range(0, self.num_classes, per_pass)]
 
@@ -406,16 +460,16 @@ class MatchingRun:
 
     def matching_terms(self, real: torch.Tensor, syn: torch.Tensor, groups: int) -> torch.Tensor:
         """The switched-on terms (in ``TERMS`` order) for ``groups`` classes of real and synthetic images."""
-        if self.recorder is not None:
-            self.recorder.start(groups)
-        with torch.no_grad(), autocast(self.device, self.gen.amp):
-            real_mean = self.agent.embed(real).float().unflatten(0, (groups, -1)).mean(1)
-        real_style = self.recorder.take() if self.recorder is not None else []
-        if self.recorder is not None:
-            self.recorder.start(groups)
-        with autocast(self.device, self.gen.amp):
-            syn_embeddings = self.agent.embed(syn).float().unflatten(0, (groups, -1))
-        syn_style = self.recorder.take() if self.recorder is not None else []
+        with torch.no_grad():
+            with autocast(self.device, self.gen.amp, on_cpu=True):
+                real_embeddings, real_maps = self.probe(real)
+            real_style = self.probe.statistics(real_maps, groups)
+            del real_maps
+        real_mean = real_embeddings.float().unflatten(0, (groups, -1)).mean(1)
+        with autocast(self.device, self.gen.amp, on_cpu=True):
+            syn_embeddings, syn_maps = self.probe(syn)
+        syn_style = self.probe.statistics(syn_maps, groups)
+        syn_embeddings = syn_embeddings.float().unflatten(0, (groups, -1))
         compute = {
             "mmd": lambda: embedding_mean_loss(real_mean, syn_embeddings),
             "moments": lambda: moments_loss(syn_style, real_style),
