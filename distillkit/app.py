@@ -24,4 +24,4 @@ def hydra_app(cfg: DictConfig) -> float:
         print(f"distillkit: error: {err}", file=sys.stderr)
         sys.exit(2)
     print(result_line(results, run_dir), flush=True)
-    return results["accuracy"]["mean"]  # what a sweeper (e.g. optuna) optimises
+    return results["accuracy"]["mean"] if "accuracy" in results else None  # what a sweeper (e.g. optuna) optimises

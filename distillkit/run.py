@@ -128,6 +128,13 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
     generator, scorer, sampler = (build(cfg[k]) for k in ("generator", "scorer", "sampler"))
     with timed(timings, "generator"):
         pool = generator(ctx)
+    if pool is None:  # the generator's job was preparatory only (e.g. one shard of expert trajectories)
+        results = {"method": cfg.method.name, "dataset": cfg.dataset.name, "ipc": int(cfg.ipc),
+                   "budget": cfg.budget.name, "seed": int(cfg.seed), "status": "generator_only",
+                   "seconds": timings, "device": str(ctx.device), "config": OmegaConf.to_container(cfg, resolve=True)}
+        write_json(run_dir / "results.json", results)
+        tracker.finish({})
+        return results
     with timed(timings, "scorer"):
         scores = scorer(pool, ctx)
     with timed(timings, "sampler"):
@@ -177,6 +184,8 @@ def cpu_model() -> str:
 
 
 def result_line(results: dict, run_dir: Path) -> str:
+    if "accuracy" not in results:
+        return f"{results['method']} {results['dataset']} ipc={results['ipc']}: {results['status']} -> {run_dir}"
     acc = results["accuracy"]
     published = f" (published {results['published']:.1f})" if results.get("published") is not None else ""
     return (f"{results['method']} {results['dataset']} ipc={results['ipc']}: accuracy {acc['mean']:.2f} ± "

@@ -22,7 +22,6 @@ import math
 import os
 import shutil
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -32,10 +31,8 @@ from distillkit.config import model_config
 from distillkit.data.augment import DSA
 from distillkit.data.datasets import dataset_identity
 from distillkit.data.synthetic import SyntheticSet
-from distillkit.errors import DivergedError, UserError
-from distillkit.io import atomic_path
-from distillkit.plots import save_grid
-from distillkit.progress import progress
+from distillkit.errors import UserError
+from distillkit.generators.iterative import IterativeRun, positive_int, resume_mode
 from distillkit.training import autocast, cpu_has_bf16_units
 
 log = logging.getLogger("distillkit")
@@ -239,13 +236,6 @@ def augment_per_class(augment: DSA, real: torch.Tensor, syn: torch.Tensor, group
     return torch.cat([r for r, _ in pairs]), torch.cat([s for _, s in pairs])
 
 
-def _as_resume_mode(value) -> str:
-    text = str(value).lower()
-    if text not in ("auto", "true", "false"):
-        raise UserError(f"generator.resume must be auto, true or false (got {value!r})")
-    return text
-
-
 class DistributionMatching:
     """The generator: ``DistributionMatching(...)(ctx)`` returns the distilled set (``ipc`` per class).
 
@@ -273,8 +263,7 @@ class DistributionMatching:
         for name, value in (("iterations", iterations), ("batch_real", batch_real), ("log_every", log_every),
                             ("grid_every", grid_every), ("checkpoint_every", checkpoint_every),
                             ("diversity_neighbours", diversity_neighbours)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise UserError(f"generator.{name} must be a positive integer (got {value!r})")
+            positive_int(name, value)
         self.model = model
         self.iterations, self.batch_real = int(iterations), int(batch_real)
         self.lr_img, self.momentum, self.init = float(lr_img), float(momentum), init
@@ -287,7 +276,7 @@ class DistributionMatching:
         self.style_layer, self.max_real_per_pass, self.amp = style_layer, max_real_per_pass, bool(amp)
         self.compile = bool(compile)
         self.log_every, self.grid_every, self.checkpoint_every = int(log_every), int(grid_every), int(checkpoint_every)
-        self.resume, self.explode_factor = _as_resume_mode(resume), float(explode_factor)
+        self.resume, self.explode_factor = resume_mode(resume), float(explode_factor)
 
     def term_weights(self) -> dict:
         """Each switched-on term's factor in the total loss."""
@@ -324,11 +313,14 @@ class DistributionMatching:
         return run.synthetic_set()
 
 
-class MatchingRun:
+class MatchingRun(IterativeRun):
     """The state of one distillation: agent, synthetic images, optimiser, RNG, position, log window."""
 
+    prefix, title = "dm", "distribution matching"
+    checkpoint_name, checkpoint_format, grid_folder = CHECKPOINT_NAME, CHECKPOINT_FORMAT, GRID_FOLDER
+
     def __init__(self, generator: DistributionMatching, ctx):
-        self.gen, self.ctx, self.device = generator, ctx, ctx.device
+        super().__init__(generator, ctx)
         self.num_classes, self.ipc = ctx.data.num_classes, ctx.ipc
         self.agent = ctx.build_model(generator.model)
         uncovered = parameters_not_reinitialised(self.agent)
@@ -363,11 +355,7 @@ class MatchingRun:
         self.optimizer = torch.optim.SGD([self.images], lr=generator.lr_img, momentum=generator.momentum)
         self.window = torch.zeros(len(generator.terms) + 1, device=self.device)  # term sums, then the total
         self.window_steps = 0
-        self.reference_loss: float | None = None
-        self.iteration = 0
-        self.checkpoint_path = Path(ctx.run_dir) / CHECKPOINT_NAME if ctx.run_dir is not None else None
-        self.last_checkpoint: Path | None = None
-        if not self._resume():
+        if not self.resume():
             self._initialise()
 
     # ---- set-up ------------------------------------------------------------------------------
@@ -402,39 +390,19 @@ class MatchingRun:
             else:
                 self.images.normal_()
 
-    def _resume(self) -> bool:
-        mode, path = self.gen.resume, self.checkpoint_path
-        if mode == "false" or path is None or (mode == "auto" and not path.is_file()):
-            return False
-        if not path.is_file():
-            raise UserError(f"generator.resume=true but there is no checkpoint at {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"{path} is not a distillkit DM checkpoint")
-        current = self.gen.settings(self.ctx)
-        changed = {k: (state["settings"].get(k), v) for k, v in current.items() if state["settings"].get(k) != v}
-        if changed:
-            described = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            if mode == "auto":
-                raise UserError(f"{path} was made with other settings ({described}); set generator.resume=true to "
-                                "continue from it anyway, or generator.resume=false to start over")
-            log.warning("dm: resuming from %s under changed settings: %s", path, described)
-        if tuple(state["images"].shape) != tuple(self.images.shape):
-            raise UserError(f"{path} holds images of shape {tuple(state['images'].shape)}, this run needs "
-                            f"{tuple(self.images.shape)}")
-        if state["iteration"] > self.gen.iterations:
-            raise UserError(f"{path} is at iteration {state['iteration']}, past generator.iterations="
-                            f"{self.gen.iterations}")
+    def checkpoint_state(self) -> dict:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"images": self.images.detach().cpu(), "optimizer": self.optimizer.state_dict(), "rng": rng}
+
+    def load_checkpoint_state(self, state: dict) -> None:
         with torch.no_grad():
             self.images.copy_(state["images"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.iteration, self.reference_loss = int(state["iteration"]), state["reference_loss"]
         torch.set_rng_state(state["rng"]["cpu"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        self.last_checkpoint = path
-        log.info("dm: resumed from %s at iteration %d", path, self.iteration)
-        return True
 
     # ---- the iteration -----------------------------------------------------------------------
     def step(self) -> None:
@@ -480,20 +448,7 @@ class MatchingRun:
 
     # ---- the loop, logging, grids, checkpoints ------------------------------------------------
     def run_to(self, iterations: int) -> None:
-        gen = self.gen
-        bar = progress(range(self.iteration, iterations), desc=f"dm ({'+'.join(gen.terms)})",
-                       total=iterations - self.iteration)
-        for _ in bar:
-            self.step()
-            done, last = self.iteration, self.iteration == iterations
-            log_now, grid_now = last or done % gen.log_every == 0, last or done % gen.grid_every == 0
-            checkpoint_now = last or done % gen.checkpoint_every == 0
-            if log_now or grid_now or checkpoint_now:
-                bar.set_postfix_str(self.report())
-            if grid_now:
-                self.save_grid()
-            if checkpoint_now:
-                self.save_checkpoint()
+        super().run_to(iterations, description=f"dm ({'+'.join(self.gen.terms)})")
 
     def report(self) -> str:
         """Read the window's mean losses (the only host sync), check for divergence, log them."""
@@ -503,55 +458,18 @@ class MatchingRun:
         self.window_steps = 0
         *term_values, total, max_pixel = values
         named = dict(zip(self.gen.terms, term_values))
-        self._check_divergence(named, total, max_pixel)
+        weights = self.gen.term_weights()
+        # The diversity term is unbounded below by design; explosion is judged on the matching part.
+        matching = sum(weights[t] * v for t, v in named.items() if t != "diversity")
+        self.check_divergence({"loss": total, **named, "largest |pixel|": max_pixel}, matching,
+                              remedy="lower generator.lr_img")
         metrics = {"dm/loss": total, **{f"dm/{t}": v for t, v in named.items()}, "dm/max_abs_pixel": max_pixel}
         self.ctx.tracker.log_metrics(metrics, step=self.iteration)
         text = f"loss {total:.4g} (" + ", ".join(f"{t} {v:.4g}" for t, v in named.items()) + ")"
         log.info("dm iteration %d/%d: %s", self.iteration, self.gen.iterations, text)
         return text
 
-    def _check_divergence(self, named: dict, total: float, max_pixel: float) -> None:
-        weights = self.gen.term_weights()
-        # The diversity term is unbounded below by design; explosion is judged on the matching part.
-        matching = sum(weights[t] * v for t, v in named.items() if t != "diversity")
-        if self.last_checkpoint is not None:
-            where = (f"last good checkpoint: {self.last_checkpoint} (lower generator.lr_img and continue from it "
-                     "with generator.resume=true)")
-        else:
-            where = (f"no checkpoint was written yet (generator.checkpoint_every={self.gen.checkpoint_every}); "
-                     "start over with a lower generator.lr_img")
-        if not all(math.isfinite(v) for v in (*named.values(), total, max_pixel)):
-            raise DivergedError(f"distribution matching diverged by iteration {self.iteration}: loss {total} "
-                                f"({', '.join(f'{t} {v}' for t, v in named.items())}), largest |pixel| {max_pixel}; "
-                                f"{where}")
-        if self.reference_loss is None:
-            self.reference_loss = matching
-        elif self.reference_loss > 0 and matching > self.gen.explode_factor * self.reference_loss:
-            raise DivergedError(f"distribution matching exploded by iteration {self.iteration}: matching loss "
-                                f"{matching:.4g} is over {self.gen.explode_factor:g} × its first logged value "
-                                f"{self.reference_loss:.4g}; {where}")
-
     def synthetic_set(self) -> SyntheticSet:
         """The synthetic images as they are now (detached, on the CPU) with their labels."""
         return SyntheticSet(self.images.detach().cpu().clone(), self.labels.cpu(),
                             meta={"source": "distribution_matching"})
-
-    def save_grid(self) -> None:
-        if self.ctx.run_dir is None:
-            return
-        path = save_grid(self.synthetic_set(), self.ctx.data,
-                         Path(self.ctx.run_dir) / GRID_FOLDER / f"iteration_{self.iteration:06d}.png")
-        self.ctx.tracker.log_image("dm/grid", path, step=self.iteration)
-
-    def save_checkpoint(self) -> None:
-        if self.checkpoint_path is None:
-            return
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        state = {"format": CHECKPOINT_FORMAT, "iteration": self.iteration, "images": self.images.detach().cpu(),
-                 "optimizer": self.optimizer.state_dict(), "rng": rng, "reference_loss": self.reference_loss,
-                 "settings": self.gen.settings(self.ctx)}
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
-        self.last_checkpoint = self.checkpoint_path

@@ -1,0 +1,199 @@
+"""Expert trajectories: networks trained on the real data whose parameters are kept after every epoch
+(MTT's ``buffer.py``; PAD's ``buffer_CL.py`` with an easy-to-hard curriculum).
+
+Each expert is its own cache entry, keyed by what makes it (dataset, model, training settings,
+curriculum, seed and index), so
+
+* a sweep or a SLURM array trains the experts in parallel: ``shard.index`` / ``shard.count`` picks
+  experts ``index, index + count, …``; a later run with ``shard.count=1`` finds them all in the cache
+  (the "merge" is the cache itself: nothing to join);
+* an interrupted expert resumes at its last finished epoch: each epoch's parameters go to
+  ``epoch_NNN.safetensors`` in the entry's ``.partial`` folder; when the expert is done they are
+  joined into ``trajectory.safetensors``;
+* every random draw of an epoch (batch order, DSA) is seeded from (seed, expert index, epoch), so a
+  resumed, sharded or unsharded expert is the same tensor.
+
+Optimiser: SGD without momentum at a constant lr (MTT's experts: ``momentum=0``, no decay), so an
+epoch needs no optimiser state and resuming is exact. Parameters are flattened in
+``named_parameters()`` order (shallow → deep), the order PAD's depth selection relies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from distillkit.config import model_config
+from distillkit.data.augment import DSA
+from distillkit.data.datasets import dataset_identity
+from distillkit.data.synthetic import SyntheticSet
+from distillkit.errors import UserError
+from distillkit.io import atomic_path
+from distillkit.progress import progress
+from distillkit.training import TrainSpec, train_classifier
+
+log = logging.getLogger("distillkit")
+
+CACHE_KIND = "expert_trajectory"
+TRAJECTORY_FILE = "trajectory.safetensors"
+
+
+def derived_seed(*parts) -> int:
+    """A 63-bit seed from any hashable parts (stable across processes, unlike ``hash``)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def flatten_parameters(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float()
+
+
+def parameter_layout(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, tuple(p.shape)) for name, p in model.named_parameters()]
+
+
+class Trajectory:
+    """One expert's parameters at epochs 0 (initialisation) … ``epochs``, read row by row from disk."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        self._file = safe_open(str(self.path), framework="pt")
+        self._rows = self._file.get_slice("trajectory")
+        self.epochs = self._rows.get_shape()[0] - 1
+        self.num_parameters = self._rows.get_shape()[1]
+
+    def parameters_at(self, epoch: int, device) -> torch.Tensor:
+        """The flat parameter vector after ``epoch`` epochs (negative counts from the end)."""
+        epoch = epoch % (self.epochs + 1)
+        return self._rows[epoch:epoch + 1][0].to(device, non_blocking=True)
+
+
+class ExpertTrajectories:
+    """Trains (or finds in the cache) ``num_experts`` expert trajectories; built from ``generator.experts``."""
+
+    def __init__(self, model="convnet", num_experts: int = 100, epochs: int = 50, lr: float = 0.01,
+                 batch_size: int = 256, weight_decay: float = 0.0,
+                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", amp: bool = True, seed: int = 0,
+                 shard: Mapping | None = None, curriculum: Mapping | None = None):
+        for name, value in (("num_experts", num_experts), ("epochs", epochs), ("batch_size", batch_size)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise UserError(f"generator.experts.{name} must be a positive integer (got {value!r})")
+        shard = dict(shard or {"index": 0, "count": 1})
+        index, count = shard.get("index", 0), shard.get("count", 1)
+        if not (isinstance(count, int) and isinstance(index, int) and count >= 1 and 0 <= index < count):
+            raise UserError(f"generator.experts.shard needs 0 <= index < count (got index={index!r}, count={count!r})")
+        self.model, self.num_experts, self.epochs = model, int(num_experts), int(epochs)
+        self.spec = TrainSpec(epochs=1, lr=float(lr), batch_size=int(batch_size), optimizer="sgd", momentum=0.0,
+                              weight_decay=float(weight_decay), schedule="constant", amp=bool(amp))
+        self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
+        self.seed, self.shard_index, self.shard_count = int(seed), index, count
+        self.curriculum = self._curriculum(curriculum)
+
+    @staticmethod
+    def _curriculum(node):
+        """``{scorer, sampler}`` (configs, or the objects Hydra's recursive instantiation made) or None."""
+        if not node:
+            return None
+        from hydra.utils import instantiate
+
+        if set(node.keys()) != {"scorer", "sampler"}:
+            raise UserError("generator.experts.curriculum needs exactly a 'scorer' and a 'sampler' "
+                            f"(got {sorted(node.keys())})")
+        scorer, sampler = (node[k] if hasattr(node[k], "settings") else instantiate(node[k])
+                           for k in ("scorer", "sampler"))
+        if not hasattr(sampler, "indices"):
+            raise UserError("generator.experts.curriculum.sampler must be a curriculum sampler "
+                            "(sampler@generator.experts.curriculum.sampler=curriculum)")
+        return scorer, sampler
+
+    # ---- identity ------------------------------------------------------------------------------
+    def expert_spec(self, ctx, index: int) -> dict:
+        curriculum = None
+        if self.curriculum is not None:
+            scorer, sampler = self.curriculum
+            curriculum = {"scorer": scorer.settings(), "sampler": sampler.settings()}
+        return {"dataset": dataset_identity(ctx.cfg.dataset),
+                "model": OmegaConf.to_container(model_config(self.model), resolve=True),
+                "epochs": self.epochs, "train": vars(self.spec).copy(), "dsa_strategy": self.dsa_strategy,
+                "curriculum": curriculum, "seed": self.seed, "index": index}
+
+    def shard_members(self) -> list[int]:
+        return list(range(self.shard_index, self.num_experts, self.shard_count))
+
+    # ---- the stage -------------------------------------------------------------------------------
+    def prepare(self, ctx) -> list[Trajectory] | None:
+        """Train this shard's missing experts; return every trajectory, or None for a shard job
+        (``shard.count > 1``), whose work ends with its own experts."""
+        members = self.shard_members()
+        missing = [i for i in members if not ctx.cache.has(CACHE_KIND, self.expert_spec(ctx, i))]
+        if missing:
+            log.info("training %d expert trajectories (%d epochs each; %d of %d in this shard already cached)",
+                     len(missing), self.epochs, len(members) - len(missing), len(members))
+        ordered = self._ordered_real(ctx) if missing and self.curriculum is not None else None
+        for i in progress(missing, desc="experts"):
+            ctx.cache.get_or_create(CACHE_KIND, self.expert_spec(ctx, i),
+                                    lambda folder, i=i: self.train_expert(ctx, i, folder, ordered))
+        if self.shard_count > 1:
+            log.info("expert shard %d/%d done (experts %s); run without a shard to distil from all %d",
+                     self.shard_index, self.shard_count, members, self.num_experts)
+            return None
+        return [Trajectory(ctx.cache.entry(CACHE_KIND, self.expert_spec(ctx, i)) / TRAJECTORY_FILE)
+                for i in range(self.num_experts)]
+
+    def _ordered_real(self, ctx) -> list[torch.Tensor]:
+        scorer, sampler = self.curriculum
+        scores = scorer(SyntheticSet(ctx.train_images, ctx.train_labels), ctx)
+        return sampler.order(scores, ctx.train_labels, ctx.data.num_classes)
+
+    def train_expert(self, ctx, index: int, folder: Path, ordered: list[torch.Tensor] | None) -> None:
+        """Train expert ``index`` epoch by epoch into ``folder``, resuming after its last finished epoch."""
+        from safetensors.torch import load_file, save_file
+
+        devices = [ctx.device] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derived_seed(self.seed, index, "init"))
+            model = ctx.build_model(self.model)
+        done = 0
+        while (folder / f"epoch_{done:03d}.safetensors").is_file():
+            done += 1
+        if done == 0:
+            self._save_epoch(folder, 0, model)
+            done = 1
+        else:
+            flat = load_file(str(folder / f"epoch_{done - 1:03d}.safetensors"))["parameters"].to(ctx.device)
+            torch.nn.utils.vector_to_parameters(flat, model.parameters())
+            log.info("expert %d: resuming after epoch %d", index, done - 1)
+        for epoch in range(done - 1, self.epochs):
+            subset = None if ordered is None else self.curriculum[1].indices(ordered, epoch)
+            images = ctx.train_images if subset is None else ctx.train_images[subset]
+            labels = ctx.train_labels if subset is None else ctx.train_labels[subset]
+            seed = derived_seed(self.seed, index, epoch)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                order = torch.Generator(ctx.device).manual_seed(seed)
+                augment = DSA(self.dsa_strategy, seed=seed) if self.dsa_strategy else None
+                train_classifier(model, images, labels, self.spec, augment=augment, generator=order,
+                                 desc=f"expert {index} epoch {epoch}")
+            self._save_epoch(folder, epoch + 1, model)
+        rows = [load_file(str(folder / f"epoch_{e:03d}.safetensors"))["parameters"] for e in range(self.epochs + 1)]
+        layout = parameter_layout(model)
+        with atomic_path(folder / TRAJECTORY_FILE) as tmp:
+            save_file({"trajectory": torch.stack(rows)}, str(tmp),
+                      metadata={"names": ",".join(n for n, _ in layout),
+                                "shapes": ";".join("x".join(map(str, s)) for _, s in layout)})
+        for e in range(self.epochs + 1):
+            (folder / f"epoch_{e:03d}.safetensors").unlink()
+
+    @staticmethod
+    def _save_epoch(folder: Path, epoch: int, model: torch.nn.Module) -> None:
+        from safetensors.torch import save_file
+
+        with atomic_path(folder / f"epoch_{epoch:03d}.safetensors") as tmp:
+            save_file({"parameters": flatten_parameters(model).cpu().contiguous()}, str(tmp))

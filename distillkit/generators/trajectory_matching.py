@@ -1,0 +1,458 @@
+"""Trajectory matching: MTT (Cazenavette et al., CVPR 2022), DATM (Guo et al., ICLR 2024) and PAD
+(Li et al., 2024) as one generator.
+
+Each iteration picks an expert trajectory (``distillkit.experts``) and a start epoch t, starts a
+student at the expert's parameters θ*_t, takes ``syn_steps`` SGD steps on augmented synthetic
+batches with a learnable lr α, and matches the expert ``expert_epochs`` (M) epochs later::
+
+    L = ‖θ_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²      (over the kept parameter elements)
+
+The gradient flows back through every unrolled step to the pixels, to α and (DATM) to learnable
+soft labels. DATM adds: init from images the experts classify correctly, soft labels initialised
+from the experts' logits, a start-epoch window whose upper bound grows, and a loss threshold above
+which an iteration does not update. PAD adds parameter selection: drop the shallowest ``ratio`` of
+the flattened parameters (``depth``) or the ``ratio`` with the smallest matching error (``loss``).
+Every decision where the sources disagree or are silent is in ``docs/methods/trajectory_matching.md``.
+
+Memory: ``memory: full`` keeps the graph of every unrolled step (MTT); ``memory: checkpoint`` keeps
+only each step's parameter vector and recomputes one step's graph at a time while walking the
+steps backwards, which gives the same gradients with a peak that no longer holds ``syn_steps``
+double-backward graphs.
+
+The student is functional (``torch.func.functional_call`` on a flat parameter vector); nothing
+inside an iteration reads a value back to the host: the threshold test is a device-side mask on the
+optimiser step, and losses are read at logging / checkpoint points only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from omegaconf import OmegaConf
+from torch.func import functional_call
+
+from distillkit.config import model_config
+from distillkit.data.augment import DSA
+from distillkit.data.datasets import dataset_identity
+from distillkit.data.synthetic import SyntheticSet
+from distillkit.errors import UserError
+from distillkit.experts import ExpertTrajectories, Trajectory
+from distillkit.generators.iterative import IterativeRun, positive_int, resume_mode
+from distillkit.training import autocast, classification_loss, predict
+
+log = logging.getLogger("distillkit")
+
+SELECTIONS = ("none", "depth", "loss")
+INITS = ("real", "noise", "correct")
+MEMORY_MODES = ("full", "checkpoint")
+CHECKPOINT_NAME = "tm_checkpoint.pt"
+CHECKPOINT_FORMAT = "distillkit.tm-checkpoint/1"
+GRID_FOLDER = "tm_grids"
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective
+# ---------------------------------------------------------------------------------------------
+
+def kept_elements(selection: str, ratio: float, error: torch.Tensor):
+    """The parameter elements the loss keeps (PAD): all; all but the shallowest ``ratio`` of the
+    flattened vector (``depth``, parameters in ``named_parameters`` order); or all but the ``ratio``
+    with the smallest matching error (``loss``; the choice itself carries no gradient)."""
+    dropped = int(ratio * error.numel())
+    if selection == "none" or dropped == 0:
+        return slice(None)
+    if selection == "depth":
+        return slice(dropped, None)
+    return torch.argsort(error.detach())[dropped:]
+
+
+def matching_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor, selection: str = "none",
+                  ratio: float = 0.0) -> torch.Tensor:
+    """``‖θ_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²`` over the kept elements (MTT's 1/P factors cancel)."""
+    error = (student - target).square()
+    keep = kept_elements(selection, ratio, error)
+    return error[keep].sum() / (start - target).square()[keep].sum()
+
+
+class FlatParameters:
+    """A model's parameters as one flat vector (``named_parameters`` order) and back, as views."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.names = [name for name, _ in model.named_parameters()]
+        self.shapes = [p.shape for _, p in model.named_parameters()]
+        self.sizes = [p.numel() for _, p in model.named_parameters()]
+        self.total = sum(self.sizes)
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: part.view(shape)
+                for name, part, shape in zip(self.names, flat.split(self.sizes), self.shapes)}
+
+
+@dataclass
+class StepPlan:
+    """What one unrolled student step reads: the synthetic batch and the seed of its augmentation."""
+
+    indices: torch.Tensor
+    seed: int
+
+
+class Student:
+    """One SGD step of a functional student: ``θ − α ∇_θ CE(f_θ(A(x)), y)``.
+
+    The augmentation of a step is drawn from the step's own seed (in a forked RNG), so recomputing
+    the step (``memory: checkpoint``) sees exactly the same transform.
+    """
+
+    def __init__(self, model: torch.nn.Module, dsa_strategy: str | None, amp: bool, device: torch.device):
+        self.model, self.layout = model, FlatParameters(model)
+        self.dsa_strategy, self.amp, self.device = dsa_strategy, amp, device
+        self.rng_devices = [device] if device.type == "cuda" else []
+
+    def step(self, theta: torch.Tensor, plan: StepPlan, images: torch.Tensor, labels: torch.Tensor,
+             lr: torch.Tensor, create_graph: bool) -> torch.Tensor:
+        """``labels``: class indices, or learnable logits whose softmax is the soft target (DATM)."""
+        with torch.random.fork_rng(devices=self.rng_devices):
+            torch.manual_seed(plan.seed)
+            x = images[plan.indices]
+            if self.dsa_strategy:
+                x = DSA(self.dsa_strategy, seed=plan.seed)(x)
+            with autocast(self.device, self.amp):
+                logits = functional_call(self.model, self.layout.unflatten(theta), (x,))
+        targets = labels[plan.indices]
+        loss = classification_loss(logits, targets.softmax(1) if targets.dtype.is_floating_point else targets)
+        grad, = torch.autograd.grad(loss, theta, create_graph=create_graph)
+        return theta - lr * grad
+
+
+def unroll_full(step, start: torch.Tensor, plans: list[StepPlan], loss_fn, leaves: list[torch.Tensor]) -> torch.Tensor:
+    """Unroll with every step's graph kept; back-propagate ``loss_fn(θ_N)`` into ``leaves``' ``.grad``."""
+    theta = start.clone().requires_grad_(True)
+    for plan in plans:
+        theta = step(theta, plan, create_graph=True)
+    loss = loss_fn(theta)
+    torch.autograd.backward(loss, inputs=leaves)
+    return loss.detach()
+
+
+def unroll_checkpointed(step, start: torch.Tensor, plans: list[StepPlan], loss_fn,
+                        leaves: list[torch.Tensor]) -> torch.Tensor:
+    """The same gradients as :func:`unroll_full`, holding one step's graph at a time.
+
+    Forward: the steps without a second-order graph, keeping each θ_k (one parameter vector per
+    step). Backward: from ``a_N = ∂L/∂θ_N`` walk the steps in reverse, rebuild step k's graph from
+    θ_k and its plan, and take the vector-Jacobian product with ``a_{k+1}``: it yields ``a_k`` and
+    step k's contribution to the gradients of the pixels, the lr and the labels.
+    """
+    thetas = [start]
+    for plan in plans:
+        theta = thetas[-1].detach().requires_grad_(True)
+        thetas.append(step(theta, plan, create_graph=False).detach())
+    final = thetas.pop().requires_grad_(True)
+    loss = loss_fn(final)
+    adjoint, = torch.autograd.grad(loss, final)
+    for plan, theta in zip(reversed(plans), reversed(thetas)):
+        theta = theta.detach().requires_grad_(True)
+        following = step(theta, plan, create_graph=True)
+        adjoint, *grads = torch.autograd.grad(following, [theta, *leaves], grad_outputs=adjoint, allow_unused=True)
+        for leaf, grad in zip(leaves, grads):
+            if grad is not None:
+                leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+    return loss.detach()
+
+
+class MaskedSGD:
+    """SGD with momentum (PyTorch's update, no dampening) whose step only happens where ``accept``
+    holds — a device-side bool, so DATM's loss threshold needs no host sync."""
+
+    def __init__(self, groups: list[tuple[torch.Tensor, float, float]]):
+        self.groups = groups
+        self.buffers = [torch.zeros_like(p) for p, _, _ in groups]
+
+    def zero_grad(self) -> None:
+        for p, _, _ in self.groups:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, accept: torch.Tensor) -> None:
+        for (p, lr, momentum), buffer in zip(self.groups, self.buffers):
+            grad = p.grad if p.grad is not None else torch.zeros_like(p)
+            buffer.copy_(torch.where(accept, buffer * momentum + grad, buffer))
+            p.sub_(buffer * (lr * accept.to(p.dtype)))
+
+    def state_dict(self) -> dict:
+        return {"buffers": [b.detach().cpu() for b in self.buffers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for buffer, saved in zip(self.buffers, state["buffers"]):
+            buffer.copy_(saved)
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator
+# ---------------------------------------------------------------------------------------------
+
+class TrajectoryMatching:
+    """``TrajectoryMatching(...)(ctx)`` returns the distilled set with its learned lr (and soft labels),
+    or None for a job that only trains a shard of the experts. Options mirror
+    ``conf/generator/trajectory_matching.yaml``."""
+
+    def __init__(self, experts, model="convnet", iterations: int = 5000, syn_steps: int = 20, expert_epochs: int = 2,
+                 min_start_epoch: int = 0, max_start_epoch: int = 20, start_window=None, batch_syn: int | None = None,
+                 lr_img: float = 1000.0, img_momentum: float = 0.5, lr_teacher: float = 0.01, lr_lr: float = 1e-5,
+                 lr_momentum: float = 0.5, init: str = "real", soft_labels: bool = False, label_epoch: int = -1,
+                 lr_labels: float = 2.0, label_momentum: float = 0.9, loss_threshold: float | None = None,
+                 parameter_selection: str = "none", selection_ratio: float = 0.0, memory: str = "full",
+                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", amp: bool = True, log_every: int = 50,
+                 grid_every: int = 500, checkpoint_every: int = 250, resume="auto", explode_factor: float = 100.0):
+        self.experts = experts if isinstance(experts, ExpertTrajectories) else ExpertTrajectories(**experts)
+        self.model = model
+        self.iterations, self.syn_steps = positive_int("iterations", iterations), positive_int("syn_steps", syn_steps)
+        self.expert_epochs = positive_int("expert_epochs", expert_epochs)
+        self.min_start_epoch, self.max_start_epoch = int(min_start_epoch), int(max_start_epoch)
+        if not 0 <= self.min_start_epoch < self.max_start_epoch:
+            raise UserError(f"generator needs 0 <= min_start_epoch < max_start_epoch (got {min_start_epoch}, "
+                            f"{max_start_epoch})")
+        if self.max_start_epoch - 1 + self.expert_epochs > self.experts.epochs:
+            raise UserError(f"generator.max_start_epoch={max_start_epoch} with expert_epochs={expert_epochs} needs "
+                            f"experts trained at least {self.max_start_epoch - 1 + self.expert_epochs} epochs "
+                            f"(generator.experts.epochs={self.experts.epochs})")
+        window = dict(start_window or {})
+        self.window_initial = window.get("initial")
+        self.window_grow_until = int(window.get("grow_until") or 0)
+        if self.window_initial is not None:
+            self.window_initial = int(self.window_initial)
+            if not self.min_start_epoch < self.window_initial <= self.max_start_epoch or self.window_grow_until < 1:
+                raise UserError("generator.start_window needs min_start_epoch < initial <= max_start_epoch and "
+                                f"grow_until >= 1 (got initial={self.window_initial}, grow_until="
+                                f"{self.window_grow_until})")
+        self.batch_syn = None if batch_syn is None else positive_int("batch_syn", batch_syn)
+        self.lr_img, self.img_momentum = float(lr_img), float(img_momentum)
+        self.lr_teacher, self.lr_lr, self.lr_momentum = float(lr_teacher), float(lr_lr), float(lr_momentum)
+        if init not in INITS:
+            raise UserError(f"generator.init must be one of {', '.join(INITS)} (got '{init}')")
+        self.init, self.soft_labels, self.label_epoch = init, bool(soft_labels), int(label_epoch)
+        self.lr_labels, self.label_momentum = float(lr_labels), float(label_momentum)
+        self.loss_threshold = math.inf if loss_threshold is None else float(loss_threshold)
+        if parameter_selection not in SELECTIONS:
+            raise UserError(f"generator.parameter_selection must be one of {', '.join(SELECTIONS)} "
+                            f"(got '{parameter_selection}')")
+        if not 0.0 <= float(selection_ratio) < 1.0:
+            raise UserError(f"generator.selection_ratio must lie in [0, 1) (got {selection_ratio!r})")
+        self.parameter_selection, self.selection_ratio = parameter_selection, float(selection_ratio)
+        if memory not in MEMORY_MODES:
+            raise UserError(f"generator.memory must be one of {', '.join(MEMORY_MODES)} (got '{memory}')")
+        self.memory = memory
+        self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
+        self.amp = bool(amp)
+        self.log_every = positive_int("log_every", log_every)
+        self.grid_every = positive_int("grid_every", grid_every)
+        self.checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
+        self.resume, self.explode_factor = resume_mode(resume), float(explode_factor)
+
+    def start_epoch_bound(self, iteration: int) -> int:
+        """The exclusive upper bound of the start epoch at ``iteration`` (DATM's growing window)."""
+        if self.window_initial is None:
+            return self.max_start_epoch
+        grown = int((self.max_start_epoch - self.window_initial) * iteration / self.window_grow_until)
+        return min(self.window_initial + grown, self.max_start_epoch)
+
+    def settings(self, ctx) -> dict:
+        """Everything that changes the images; a checkpoint resumes only under the same settings.
+        Left out: ``iterations`` (a run may be extended), the intervals, and ``memory`` (same gradients)."""
+        model = OmegaConf.to_container(model_config(self.model), resolve=True)
+        experts = {k: v for k, v in self.experts.expert_spec(ctx, 0).items() if k != "index"}
+        return {"dataset": dataset_identity(ctx.cfg.dataset), "ipc": ctx.ipc, "seed": ctx.seed, "model": model,
+                "experts": {**experts, "num_experts": self.experts.num_experts}, "syn_steps": self.syn_steps,
+                "expert_epochs": self.expert_epochs, "start_epochs": [self.min_start_epoch, self.max_start_epoch],
+                "start_window": [self.window_initial, self.window_grow_until], "batch_syn": self.batch_syn,
+                "lr_img": self.lr_img, "img_momentum": self.img_momentum, "lr_teacher": self.lr_teacher,
+                "lr_lr": self.lr_lr, "lr_momentum": self.lr_momentum, "init": self.init,
+                "soft_labels": self.soft_labels, "label_epoch": self.label_epoch, "lr_labels": self.lr_labels,
+                "label_momentum": self.label_momentum, "loss_threshold": self.loss_threshold,
+                "parameter_selection": [self.parameter_selection, self.selection_ratio],
+                "dsa_strategy": self.dsa_strategy, "amp": self.amp and ctx.device.type == "cuda"}
+
+    def start(self, ctx, trajectories: list[Trajectory]) -> "MatchingRun":
+        return MatchingRun(self, ctx, trajectories)
+
+    def __call__(self, ctx) -> SyntheticSet | None:
+        trajectories = self.experts.prepare(ctx)
+        if trajectories is None:
+            return None
+        run = self.start(ctx, trajectories)
+        run.run_to(self.iterations)
+        return run.synthetic_set()
+
+
+class MatchingRun(IterativeRun):
+    """The state of one distillation: pixels, lr, labels, optimiser, RNG, position, log window."""
+
+    prefix, title = "tm", "trajectory matching"
+    checkpoint_name, checkpoint_format, grid_folder = CHECKPOINT_NAME, CHECKPOINT_FORMAT, GRID_FOLDER
+
+    def __init__(self, generator: TrajectoryMatching, ctx, trajectories: list[Trajectory]):
+        super().__init__(generator, ctx)
+        self.trajectories = trajectories
+        self.num_classes, self.ipc = ctx.data.num_classes, ctx.ipc
+        network = ctx.build_model(generator.model)
+        network.train()  # as the references: a batch-norm student normalises with batch statistics
+        self.student = Student(network, generator.dsa_strategy, generator.amp, self.device)
+        if trajectories[0].num_parameters != self.student.layout.total:
+            raise UserError(f"the expert trajectories have {trajectories[0].num_parameters} parameters, model "
+                            f"'{generator.model}' has {self.student.layout.total}; train experts of the same model")
+        self.hard_labels = torch.arange(self.num_classes, device=self.device).repeat_interleave(self.ipc)
+        self.images = torch.zeros(len(self.hard_labels), *ctx.data.train_images.shape[1:], device=self.device,
+                                  requires_grad=True)
+        self.syn_lr = torch.tensor(generator.lr_teacher, device=self.device, requires_grad=True)
+        self.label_logits = (torch.zeros(len(self.hard_labels), self.num_classes, device=self.device,
+                                         requires_grad=True) if generator.soft_labels else None)
+        groups = [(self.images, generator.lr_img, generator.img_momentum),
+                  (self.syn_lr, generator.lr_lr, generator.lr_momentum)]
+        if self.label_logits is not None:
+            groups.append((self.label_logits, generator.lr_labels, generator.label_momentum))
+        self.optimizer = MaskedSGD(groups)
+        self.leaves = [p for p, _, _ in groups]
+        self.batch_syn = min(generator.batch_syn or len(self.hard_labels), len(self.hard_labels))
+        self.rng = torch.Generator().manual_seed(ctx.seed)
+        self.window = torch.zeros(2, device=self.device)  # loss sum, accepted iterations
+        self.window_steps = 0
+        if not self.resume():
+            self._initialise()
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def expert_network(self, trajectory: Trajectory, epoch: int) -> torch.nn.Module:
+        network = self.ctx.build_model(self.gen.model)
+        torch.nn.utils.vector_to_parameters(trajectory.parameters_at(epoch, self.device), network.parameters())
+        return network
+
+    def _initialise(self) -> None:
+        gen, ctx = self.gen, self.ctx
+        real_images, real_labels = ctx.train_images, ctx.train_labels
+        chosen = []
+        correct = None
+        if gen.init == "correct":  # DATM: images the first expert classifies correctly at label_epoch
+            first = self.expert_network(self.trajectories[0], gen.label_epoch)
+            correct = predict(first, real_images).argmax(1) == real_labels
+        for c in range(self.num_classes):
+            members = torch.nonzero(real_labels == c).flatten()
+            if gen.init != "noise" and len(members) < self.ipc:
+                raise UserError(f"init={gen.init} needs ipc={self.ipc} real images in every class; class {c} has "
+                                f"{len(members)} (use generator.init=noise or a lower ipc)")
+            members = members[torch.randperm(len(members), generator=self.rng).to(members.device)]
+            if correct is not None:
+                right, wrong = members[correct[members]], members[~correct[members]]
+                if len(right) < self.ipc:
+                    log.warning("tm: class %d has %d correctly classified images, fewer than ipc=%d; the rest are "
+                                "misclassified ones", c, len(right), self.ipc)
+                members = torch.cat([right, wrong])
+            chosen.append(members[:self.ipc])
+        with torch.no_grad():
+            if gen.init == "noise":
+                self.images.copy_(torch.randn(self.images.shape, generator=self.rng))
+            else:
+                self.images.copy_(real_images[torch.cat(chosen)])
+            if self.label_logits is not None:
+                self.label_logits.copy_(self.expert_logits(self.images))
+
+    @torch.no_grad()
+    def expert_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """DATM's soft-label init: per image, the mean logits at ``label_epoch`` over the experts that
+        classify it correctly (over all experts for an image none gets right)."""
+        summed = torch.zeros(len(images), self.num_classes, device=self.device)
+        everyone = torch.zeros_like(summed)
+        counts = torch.zeros(len(images), 1, device=self.device)
+        for trajectory in self.trajectories:
+            logits = predict(self.expert_network(trajectory, self.gen.label_epoch), images)
+            right = (logits.argmax(1) == self.hard_labels).unsqueeze(1).float()
+            summed += logits * right
+            counts += right
+            everyone += logits
+        return torch.where(counts > 0, summed / counts.clamp(min=1), everyone / len(self.trajectories))
+
+    def checkpoint_state(self) -> dict:
+        state = {"images": self.images.detach().cpu(), "syn_lr": self.syn_lr.detach().cpu(),
+                 "optimizer": self.optimizer.state_dict(), "rng": self.rng.get_state()}
+        if self.label_logits is not None:
+            state["label_logits"] = self.label_logits.detach().cpu()
+        return state
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(state["images"])
+            self.syn_lr.copy_(state["syn_lr"])
+            if self.label_logits is not None:
+                self.label_logits.copy_(state["label_logits"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])
+
+    # ---- the iteration -----------------------------------------------------------------------
+    def draw(self) -> tuple[Trajectory, int, list[StepPlan]]:
+        """The iteration's expert, start epoch and step plans, all from the run's own CPU generator."""
+        expert = self.trajectories[int(torch.randint(len(self.trajectories), (), generator=self.rng))]
+        bound = self.gen.start_epoch_bound(self.iteration)
+        start_epoch = int(torch.randint(self.gen.min_start_epoch, bound, (), generator=self.rng))
+        n = len(self.hard_labels)
+        # MTT: a fresh permutation split into batch_syn chunks, a new one when it runs out
+        chunks: list[torch.Tensor] = []
+        while len(chunks) < self.gen.syn_steps:
+            chunks += list(torch.randperm(n, generator=self.rng).split(self.batch_syn))
+        chunks = chunks[:self.gen.syn_steps]
+        seeds = torch.randint(2**62, (self.gen.syn_steps,), generator=self.rng).tolist()
+        # one host-to-device copy for the whole iteration
+        device_chunks = torch.cat(chunks).to(self.device).split([len(c) for c in chunks])
+        return expert, start_epoch, [StepPlan(idx, seed) for idx, seed in zip(device_chunks, seeds)]
+
+    def step_fn(self, theta, plan: StepPlan, create_graph: bool) -> torch.Tensor:
+        labels = self.label_logits if self.label_logits is not None else self.hard_labels
+        return self.student.step(theta, plan, self.images, labels, self.syn_lr, create_graph)
+
+    def matching_gradients(self, expert: Trajectory, start_epoch: int, plans: list[StepPlan]) -> torch.Tensor:
+        """The matching loss of one (expert, start, plans) draw; its gradients land in the leaves' ``.grad``."""
+        start = expert.parameters_at(start_epoch, self.device)
+        target = expert.parameters_at(start_epoch + self.gen.expert_epochs, self.device)
+
+        def loss_fn(final):
+            return matching_loss(final, start, target, self.gen.parameter_selection, self.gen.selection_ratio)
+
+        unroll = unroll_checkpointed if self.gen.memory == "checkpoint" else unroll_full
+        return unroll(self.step_fn, start, plans, loss_fn, self.leaves)
+
+    def step(self) -> None:
+        expert, start_epoch, plans = self.draw()
+        self.optimizer.zero_grad()
+        loss = self.matching_gradients(expert, start_epoch, plans)
+        accept = loss <= self.gen.loss_threshold  # DATM: no update from a draw it cannot match
+        self.optimizer.step(accept)
+        self.window += torch.stack([loss, accept.float()])
+        self.iteration += 1
+        self.window_steps += 1
+
+    # ---- the loop, logging, grids, checkpoints ------------------------------------------------
+    def run_to(self, iterations: int) -> None:
+        super().run_to(iterations, description=f"tm ({self.ctx.cfg.method.name})")
+
+    def report(self) -> str:
+        """Read the window's means (the only host sync), check for divergence, log them."""
+        steps = max(1, self.window_steps)
+        values = torch.cat([self.window / steps, self.syn_lr.detach().reshape(1),
+                            self.images.detach().abs().amax().reshape(1)]).tolist()
+        self.window.zero_()
+        self.window_steps = 0
+        loss, accepted, syn_lr, max_pixel = values
+        self.check_divergence({"loss": loss, "lr": syn_lr, "largest |pixel|": max_pixel}, loss,
+                              remedy="lower generator.lr_img or generator.lr_lr")
+        metrics = {"tm/loss": loss, "tm/accepted": accepted, "tm/syn_lr": syn_lr, "tm/max_abs_pixel": max_pixel,
+                   "tm/start_epoch_bound": self.gen.start_epoch_bound(self.iteration)}
+        self.ctx.tracker.log_metrics(metrics, step=self.iteration)
+        text = f"loss {loss:.4g}, lr {syn_lr:.4g}, accepted {accepted:.0%}"
+        log.info("tm iteration %d/%d: %s", self.iteration, self.gen.iterations, text)
+        return text
+
+    def synthetic_set(self) -> SyntheticSet:
+        """The set as it is now (detached, on the CPU): images, labels, learned lr, soft labels (logits)."""
+        soft = self.label_logits.detach().cpu().clone() if self.label_logits is not None else None
+        return SyntheticSet(self.images.detach().cpu().clone(), self.hard_labels.cpu(), soft_labels=soft,
+                            lr=self.syn_lr.detach().cpu().clone(), meta={"source": "trajectory_matching"})
