@@ -23,5 +23,10 @@ def hydra_app(cfg: DictConfig) -> float:
     except UserError as err:
         print(f"distillkit: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # A new run gets a new time-stamped directory: say which one holds the checkpoints.
+        print(f"distillkit: interrupted; to continue from its checkpoints, rerun with hydra.run.dir={run_dir}",
+              file=sys.stderr)
+        sys.exit(130)
     print(result_line(results, run_dir), flush=True)
     return results["accuracy"]["mean"] if "accuracy" in results else None  # what a sweeper (e.g. optuna) optimises

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from conftest import TINY, compose
@@ -114,3 +117,27 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     out = distillkit("run", "-m", "hydra/launcher=local", *TINY, "ipc=1,2", f"hydra.sweep.dir={tmp_path}")
     assert out.returncode == 0, out.stderr
     assert len(list(tmp_path.glob("*/results.json"))) == 2
+
+
+def test_an_interrupted_run_says_where_it_stopped_and_resumes_to_the_same_set(tmp_path):
+    """Ctrl-C mid-distillation: exit 130 naming the run directory; the same command with that
+    directory continues from the checkpoint and ends with the images of an uninterrupted run."""
+    args = (*TINY, "method=dm", "ipc=2", "generator.iterations=200", "generator.checkpoint_every=10")
+    env = {**os.environ, "DISTILLKIT_PROGRESS": "0"}
+    interrupted = subprocess.Popen([sys.executable, "-m", "distillkit", "run", *args, f"hydra.run.dir={tmp_path / 'b'}"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    checkpoint = tmp_path / "b" / "dm_checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.is_file() and interrupted.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    interrupted.send_signal(signal.SIGINT)
+    _, stderr = interrupted.communicate(timeout=120)
+    assert interrupted.returncode == 130, stderr
+    assert f"rerun with hydra.run.dir={tmp_path / 'b'}" in stderr.splitlines()[-1]
+
+    resumed = distillkit("run", *args, f"hydra.run.dir={tmp_path / 'b'}")
+    whole = distillkit("run", *args, f"hydra.run.dir={tmp_path / 'a'}")
+    assert resumed.returncode == whole.returncode == 0, resumed.stderr + whole.stderr
+    assert "resumed from" in (tmp_path / "b" / "app.log").read_text()
+    a, b = (SyntheticSet.load(tmp_path / d / "distilled.safetensors").images for d in ("a", "b"))
+    assert torch.equal(a, b)

@@ -372,8 +372,8 @@ class MatchingRun(IterativeRun):
             return [slice(0, self.num_classes)]
         real_per_pass = self.gen.max_real_per_pass
         if real_per_pass == "auto":
-            # On a CPU one class per pass keeps the feature maps in cache (1.07 s against 1.45 s per
-            # iteration for all ten Fashion-MNIST classes in one pass, docs/results.md).
+            # On a CPU one class per pass: it was no slower than all classes in one pass in our
+            # timings (docs/methods/dm.md) and holds a tenth of the activations.
             real_per_pass = self.batch_real if self.device.type == "cpu" else AUTO_REAL_PER_PASS_GPU
         per_pass = max(1, real_per_pass // self.batch_real)
         return [slice(start, min(start + per_pass, self.num_classes))
