@@ -33,6 +33,7 @@ from distillkit.data.augment import DSA
 from distillkit.data.datasets import dataset_identity
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
+from distillkit.generators.iterative import positive_int
 from distillkit.io import atomic_path
 from distillkit.progress import progress
 from distillkit.training import TrainSpec, train_classifier
@@ -83,8 +84,7 @@ class ExpertTrajectories:
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", amp: bool = True, seed: int = 0,
                  shard: Mapping | None = None, curriculum: Mapping | None = None):
         for name, value in (("num_experts", num_experts), ("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise UserError(f"generator.experts.{name} must be a positive integer (got {value!r})")
+            positive_int(f"experts.{name}", value)
         shard = dict(shard or {"index": 0, "count": 1})
         index, count = shard.get("index", 0), shard.get("count", 1)
         if not (isinstance(count, int) and isinstance(index, int) and count >= 1 and 0 <= index < count):

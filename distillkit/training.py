@@ -8,6 +8,7 @@ reads a value back to the host — the only sync is the final accuracy.
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -55,18 +56,23 @@ def make_schedule(optimizer, spec: TrainSpec, steps_per_epoch: int):
     raise UserError(f"unknown schedule '{spec.schedule}' (step_half, cosine, constant)")
 
 
+@functools.cache
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU multiplies bf16 natively (AMX or AVX512-BF16), where bf16 autocast is a speed-up."""
     return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
-def autocast(device: torch.device, enabled: bool, on_cpu: bool = False):
-    """bf16 autocast on CUDA; with ``on_cpu`` also on a CPU with native bf16 units.
+def bf16_applies(device: torch.device, enabled: bool, on_cpu: bool = False) -> bool:
+    """Whether :func:`autocast` turns bf16 on: on CUDA; with ``on_cpu`` also on a CPU with native bf16 units.
 
     Evaluation and teacher training stay in fp32 on the CPU (``on_cpu=False``) so that their
     numbers do not depend on the host's instruction set.
     """
-    if enabled and (device.type == "cuda" or (on_cpu and device.type == "cpu" and cpu_has_bf16_units())):
+    return enabled and (device.type == "cuda" or (on_cpu and device.type == "cpu" and cpu_has_bf16_units()))
+
+
+def autocast(device: torch.device, enabled: bool, on_cpu: bool = False):
+    if bf16_applies(device, enabled, on_cpu):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 

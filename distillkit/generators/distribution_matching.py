@@ -33,7 +33,7 @@ from distillkit.data.datasets import dataset_identity
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
 from distillkit.generators.iterative import IterativeRun, positive_int, resume_mode
-from distillkit.training import autocast, cpu_has_bf16_units
+from distillkit.training import autocast, bf16_applies
 
 log = logging.getLogger("distillkit")
 
@@ -301,7 +301,7 @@ class DistributionMatching:
 
     def uses_amp(self, device: torch.device) -> bool:
         """bf16 autocast: on CUDA, and on CPUs with native bf16 units (AMX / AVX512-BF16)."""
-        return self.amp and (device.type == "cuda" or cpu_has_bf16_units())
+        return bf16_applies(device, self.amp, on_cpu=True)
 
     def start(self, ctx) -> "MatchingRun":
         """A run positioned at its first iteration (fresh, or where its checkpoint left off)."""
