@@ -72,11 +72,17 @@ class Context:
         return build_model(model_cfg, self.data, self.device)
 
     @cached_property
+    def teacher_spec(self) -> dict:
+        """What identifies the trained teacher (its cache key; part of the key of anything it computes)."""
+        role = self.cfg.teacher
+        return {"dataset": dataset_identity(self.cfg.dataset),
+                "model": OmegaConf.to_container(model_config(role.model)),
+                "train": OmegaConf.to_container(role.train, resolve=True), "seed": int(role.seed)}
+
+    @cached_property
     def teacher(self) -> torch.nn.Module:
         """The ``teacher`` role: trained on the real training set once, then read from the cache."""
         role = self.cfg.teacher
-        spec = {"dataset": dataset_identity(self.cfg.dataset), "model": OmegaConf.to_container(model_config(role.model)),
-                "train": OmegaConf.to_container(role.train, resolve=True), "seed": int(role.seed)}
 
         def build(folder: Path) -> None:
             from safetensors.torch import save_file
@@ -93,7 +99,7 @@ class Context:
 
         from safetensors.torch import load_file
 
-        folder = self.cache.get_or_create("teacher", spec, build)
+        folder = self.cache.get_or_create("teacher", self.teacher_spec, build)
         model = self.build_model(role.model)
         model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(self.device)))
         model.eval()

@@ -13,6 +13,8 @@ Rows (every pool row reads the same cached UNet and pool, so the UNet trains onc
 Each run is one ``distillkit run`` (e.g. ``distillkit run method=dgs dataset=fashion_mnist ipc=10
 budget=cpu sampler.seed=1``) whose accuracy is the mean over the evaluator's seeds; a row is the
 mean ± std of that over the sampler seeds. Prints a Markdown table and writes ``table.json`` in --out.
+A run directory that already holds results.json is read instead of rerun, so an interrupted table
+resumes where it stopped (delete --out, or pick another, to measure afresh).
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ def main() -> None:
             seed_override = [f"sampler.seed={seed}"] if seeded else []  # sampler=all has no seed
             cfg = compose_config([f"method={method}", f"dataset={args.dataset}", f"ipc={args.ipc}",
                                   f"budget={args.budget}", "tracker=none", *seed_override, *args.overrides])
-            results = execute(cfg, run_dir)
+            done = run_dir / "results.json"
+            if done.is_file():  # an interrupted table resumes: finished runs are read, not redone
+                print(f"reusing {done}")
+                results = json.loads(done.read_text())
+            else:
+                results = execute(cfg, run_dir)
             quality = run_dir / "pool_quality.json"
             runs.append({"sampler_seed": seed, "accuracy": results["accuracy"]["mean"], "seconds": results["seconds"],
                          "pool_teacher_accuracy": json.loads(quality.read_text())["teacher_accuracy"]["mean"]

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY, compose
+from distillkit.cache import Cache
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import DivergedError, UserError
 from distillkit.generators import diffusion_pool
@@ -163,17 +164,35 @@ def test_sampler_errors_are_one_line_user_errors():
 # the scorer
 
 
-def test_classifier_difficulty_is_one_minus_the_true_class_probability():
+def test_classifier_difficulty_is_one_minus_the_true_class_probability(tmp_path):
     teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     pool = SyntheticSet(torch.randn(9, 1, 4, 4), torch.tensor([0, 1, 2] * 3))
     real_images, real_labels = torch.randn(5, 1, 4, 4), torch.tensor([2, 1, 0, 0, 1])
-    ctx = types.SimpleNamespace(teacher=teacher, device=torch.device("cpu"), train_images=real_images,
-                                train_labels=real_labels)
+    ctx = types.SimpleNamespace(teacher=teacher, teacher_spec={"name": "linear"}, device=torch.device("cpu"),
+                                train_images=real_images, train_labels=real_labels, cache=Cache(tmp_path))
     scores = ClassifierDifficulty(batch_size=4)(pool, ctx)
-    expected = 1 - teacher(pool.images).softmax(1)[torch.arange(9), pool.labels]
-    assert torch.allclose(scores.pool, expected, atol=1e-6) and scores.real.shape == (5,)
+
+    def difficulty(images, labels):
+        return 1 - teacher(images).softmax(1)[torch.arange(len(labels)), labels]
+
+    assert torch.allclose(scores.pool, difficulty(pool.images, pool.labels), atol=1e-6)
+    assert torch.allclose(scores.real, difficulty(real_images, real_labels), atol=1e-6)
     assert torch.equal(scores.real_labels, real_labels)
     assert ClassifierDifficulty(score_real=False)(pool, ctx).real is None
+
+
+def test_real_difficulty_is_scored_once_per_teacher(tmp_path):
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    pool = SyntheticSet(torch.randn(3, 1, 4, 4), torch.tensor([0, 1, 2]))
+    real_images, real_labels = torch.randn(5, 1, 4, 4), torch.tensor([2, 1, 0, 0, 1])
+    ctx = types.SimpleNamespace(teacher=teacher, teacher_spec={"name": "linear"}, device=torch.device("cpu"),
+                                train_images=real_images, train_labels=real_labels, cache=Cache(tmp_path))
+    first = ClassifierDifficulty()(pool, ctx).real
+    with torch.no_grad():
+        teacher[1].weight[0].add_(1.0)  # a cached teacher cannot change: any rescoring would show
+    assert torch.equal(ClassifierDifficulty()(pool, ctx).real, first)
+    ctx.teacher_spec = {"name": "another"}
+    assert not torch.allclose(ClassifierDifficulty()(pool, ctx).real, first)
 
 
 # the diffusion pool

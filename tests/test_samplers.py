@@ -9,6 +9,7 @@ import torch
 
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
+from distillkit.generators.real import RealPool
 from distillkit.samplers.coreset import HerdingSampler, KCenterSampler, RandomSampler
 
 
@@ -27,6 +28,21 @@ def test_random_sampler_counts_and_seeding():
     assert torch.bincount(p.labels[picks]).tolist() == [4, 4, 4] and len(set(picks.tolist())) == 12
     assert torch.equal(picks, RandomSampler()(p, None, fake_ctx(4)))
     assert not torch.equal(picks, RandomSampler()(p, None, fake_ctx(4, seed=1)))
+
+
+def test_real_pool_of_pool_factor_times_ipc_per_class():
+    p = pool()
+    ctx = fake_ctx(2)
+    ctx.train_images, ctx.train_labels = p.images, p.labels
+    assert RealPool()(ctx).images is p.images  # the whole training set by default
+    small = RealPool(pool_factor=2)(ctx)
+    assert small.per_class_counts(3) == [4, 4, 4]
+    rows = {tuple(row.flatten().tolist()) for row in p.images}
+    assert all(tuple(image.flatten().tolist()) in rows for image in small.images)  # real images only
+    assert torch.equal(small.images, RealPool(pool_factor=2)(ctx).images)
+    assert not torch.equal(small.images, RealPool(pool_factor=2, seed=1)(ctx).images)
+    with pytest.raises(UserError, match="pool_factor"):
+        RealPool(pool_factor=0)
 
 
 def test_too_few_samples_in_a_class_is_a_user_error():

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from distillkit.context import seeded
 from distillkit.data.synthetic import SyntheticSet
+from distillkit.errors import UserError
+from distillkit.samplers.coreset import random_per_class
 
 
 class RealPool:
-    """Every real training image with its label; selection is the sampler's job."""
+    """Every real training image with its label; selection is the sampler's job.
+
+    ``pool_factor``: keep only ``pool_factor × ipc`` random images per class (drawn with the run
+    seed + ``seed``), a real pool the size of a generated one — DGS's sampler on real images.
+    """
+
+    def __init__(self, pool_factor: int | None = None, seed: int = 0):
+        if pool_factor is not None and (isinstance(pool_factor, bool) or not isinstance(pool_factor, int)
+                                        or pool_factor < 1):
+            raise UserError(f"generator.pool_factor must be null or a positive integer (got {pool_factor!r})")
+        self.pool_factor, self.seed = pool_factor, int(seed)
 
     def __call__(self, ctx) -> SyntheticSet:
-        return SyntheticSet(ctx.train_images, ctx.train_labels, meta={"source": "real"})
+        pool = SyntheticSet(ctx.train_images, ctx.train_labels, meta={"source": "real"})
+        if self.pool_factor is None:
+            return pool
+        kept = random_per_class(pool, self.pool_factor * ctx.ipc, ctx.data.num_classes, seeded(ctx.seed + self.seed))
+        return pool.subset(kept)

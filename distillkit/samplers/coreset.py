@@ -36,10 +36,13 @@ class RandomSampler:
         self.seed = seed
 
     def __call__(self, pool, scores, ctx) -> torch.Tensor:
-        g = seeded(ctx.seed + self.seed)
-        chosen = [idx[torch.randperm(len(idx), generator=g)[:ctx.ipc].to(idx.device)]
-                  for _, idx in per_class(pool, ctx.ipc, ctx.data.num_classes)]
-        return torch.cat(chosen)
+        return random_per_class(pool, ctx.ipc, ctx.data.num_classes, seeded(ctx.seed + self.seed))
+
+
+def random_per_class(pool, count: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Pool indices of ``count`` samples per class, uniformly without replacement, class by class."""
+    return torch.cat([idx[torch.randperm(len(idx), generator=generator)[:count].to(idx.device)]
+                      for _, idx in per_class(pool, count, num_classes)])
 
 
 class _EmbeddingSampler:

@@ -9,10 +9,14 @@ training images' scores with their labels. Samplers that only need per-sample sc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from distillkit.training import predict
+
+REAL_SCORES_FILE = "difficulty.safetensors"
 
 
 @dataclass
@@ -44,5 +48,15 @@ class ClassifierDifficulty:
         pool_scores = classifier_difficulty(teacher, pool.images.to(ctx.device), pool.labels, self.batch_size)
         if not self.score_real:
             return DifficultyScores(pool_scores)
-        real_scores = classifier_difficulty(teacher, ctx.train_images, ctx.train_labels, self.batch_size)
-        return DifficultyScores(pool_scores, real_scores, ctx.train_labels)
+        return DifficultyScores(pool_scores, self.real_scores(ctx), ctx.train_labels)
+
+    def real_scores(self, ctx) -> torch.Tensor:
+        """The real training images' difficulty, computed once per teacher and then read from the
+        cache (scoring 60 000 images costs minutes on a CPU; the pool's few hundred cost seconds).
+        The batch size is not in the key: the teacher is in eval mode, so it changes speed only."""
+        def build(folder: Path) -> None:
+            scores = classifier_difficulty(ctx.teacher, ctx.train_images, ctx.train_labels, self.batch_size)
+            save_file({"difficulty": scores.cpu().contiguous()}, str(folder / REAL_SCORES_FILE))
+
+        folder = ctx.cache.get_or_create("real_difficulty", {"teacher": ctx.teacher_spec}, build)
+        return load_file(str(folder / REAL_SCORES_FILE), device=str(ctx.device))["difficulty"]

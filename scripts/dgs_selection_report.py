@@ -1,0 +1,56 @@
+"""What each DGS row kept, seen by the teacher: mean difficulty and the share of images the teacher
+misclassifies, per run directory, beside the run's accuracy.
+
+    python scripts/dgs_selection_report.py outputs/bench/dgs_fmnist/*_seed*
+
+Every run directory must hold distilled.safetensors and results.json from one dataset; the teacher
+is the first run's ``teacher`` role (read from the cache, trained if missing); difficulty is
+``1 − p(y|x)`` as DGS scores it. Runs group into rows by their name before ``_seed``. Prints a
+Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from distillkit.data.synthetic import SyntheticSet
+from distillkit.run import make_context
+from distillkit.tracking import NoTracker
+from distillkit.training import predict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", type=Path, nargs="+")
+    args = parser.parse_args()
+
+    rows = defaultdict(list)
+    ctx = None
+    for run_dir in args.run_dirs:
+        results = json.loads((run_dir / "results.json").read_text())
+        if ctx is None:  # one teacher for every run: the first run's config names it
+            ctx = make_context(OmegaConf.create(results["config"]), run_dir=None, tracker=NoTracker())
+        kept = SyntheticSet.load(run_dir / "distilled.safetensors").to(ctx.device)
+        probabilities = predict(ctx.teacher, kept.images).softmax(1)
+        difficulty = 1 - probabilities.gather(1, kept.labels.view(-1, 1)).flatten()
+        row = run_dir.name.rsplit("_seed", 1)[0]
+        rows[row].append({"accuracy": results["accuracy"]["mean"], "difficulty": difficulty.mean().item(),
+                          "misclassified": 100 * (probabilities.argmax(1) != kept.labels).float().mean().item()})
+
+    def mean_std(values):
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+
+    print("| row | runs | accuracy % | mean teacher difficulty | teacher-misclassified % |\n|---|---|---|---|---|")
+    for row, runs in rows.items():
+        print(f"| `{row}` | {len(runs)} | {mean_std([r['accuracy'] for r in runs])} | "
+              f"{mean_std([r['difficulty'] for r in runs])} | {mean_std([r['misclassified'] for r in runs])} |")
+
+
+if __name__ == "__main__":
+    main()
