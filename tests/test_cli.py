@@ -141,3 +141,40 @@ def test_an_interrupted_run_says_where_it_stopped_and_resumes_to_the_same_set(tm
     assert "resumed from" in (tmp_path / "b" / "app.log").read_text()
     a, b = (SyntheticSet.load(tmp_path / d / "distilled.safetensors").images for d in ("a", "b"))
     assert torch.equal(a, b)
+
+
+def test_an_interrupted_evaluation_resumes_at_its_first_unfinished_seed(tmp_path, monkeypatch):
+    from distillkit.evaluators import classifier
+    from distillkit.run import build, make_context
+
+    cfg = compose(*TINY, "evaluator.num_seeds=2")
+    ctx = make_context(cfg, tmp_path, None)
+    labels = torch.arange(10).repeat_interleave(2)
+    distilled = SyntheticSet(ctx.train_images[:20].clone(), labels)
+    train = classifier.train_classifier
+    calls = []
+
+    def interrupted_after_one(*args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "train_classifier", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        build(cfg.evaluator)(distilled, ctx)
+    saved = json.loads((tmp_path / "eval_progress.json").read_text())["runs"]
+    assert list(saved) == ["convnet/0"]
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["desc"])
+        return train(*args, **kwargs)
+
+    calls.clear()
+    monkeypatch.setattr(classifier, "train_classifier", counted)
+    resumed = build(cfg.evaluator)(distilled, ctx)
+    assert calls == ["eval convnet seed 1"] and resumed["accuracy"]["runs"][0] == saved["convnet/0"]
+
+    calls.clear()  # another set is another fingerprint: nothing is reused
+    build(cfg.evaluator)(SyntheticSet(ctx.train_images[20:40].clone(), labels), ctx)
+    assert calls == ["eval convnet seed 0", "eval convnet seed 1"]
