@@ -31,7 +31,13 @@ import torch
 
 from distillkit.cli import compose_config
 from distillkit.generators.trajectory_matching import (
-    FlatParameters, StepPlan, Student, matching_loss, unroll_checkpointed, unroll_full)
+    FlatParameters,
+    StepPlan,
+    Student,
+    matching_loss,
+    unroll_checkpointed,
+    unroll_full,
+)
 from distillkit.io import write_json
 from distillkit.run import device_name, make_context
 from distillkit.tracking import NoTracker

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from distillkit.data.augment import DSA
+from distillkit.data.datasets import dataset_identity
 from distillkit.errors import UserError
 from distillkit.io import write_json
 from distillkit.training import TrainSpec, accuracy, train_classifier
@@ -69,7 +70,7 @@ class ClassifierEvaluator:
         for tensor in (images, targets):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
         protocol = (self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device),
-                    ctx.cfg.dataset.get("name"), tuple(ctx.test_labels.shape))
+                    dataset_identity(ctx.cfg.dataset))
         digest.update(repr(protocol).encode())
         return digest.hexdigest()
 

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from distillkit.data.datasets import dataset_identity
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import DivergedError, UserError
+from distillkit.generators.iterative import positive_int
 from distillkit.io import atomic_path, write_json
 from distillkit.plots import save_grid
 from distillkit.progress import progress
@@ -221,9 +222,7 @@ class DiffusionPool:
                  pretrained=None, pipeline=None):
         if source not in SOURCES:
             raise UserError(f"generator.source must be one of {', '.join(SOURCES)} (got '{source}')")
-        if int(pool_factor) < 1:
-            raise UserError(f"generator.pool_factor must be at least 1 (got {pool_factor})")
-        self.source, self.pool_factor, self.seed = source, int(pool_factor), int(seed)
+        self.source, self.pool_factor, self.seed = source, positive_int("pool_factor", pool_factor), int(seed)
         self.guidance_scale, self.sampling_steps = float(guidance_scale), int(sampling_steps)
         self.batch_size, self.amp = int(batch_size), bool(amp)
         self.unet_cfg, self.train_cfg, self.pretrained_cfg = plain(unet), plain(train), plain(pretrained)

@@ -28,7 +28,11 @@ RESUME_MODES = ("auto", "true", "false")
 
 def positive_int(name: str, value) -> int:
     """``value`` as an int, or a one-line UserError naming ``generator.<name>``."""
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    try:
+        valid = not isinstance(value, bool) and int(value) == value and value >= 1
+    except (TypeError, ValueError):  # a string or None from the command line
+        valid = False
+    if not valid:
         raise UserError(f"generator.{name} must be a positive integer (got {value!r})")
     return int(value)
 

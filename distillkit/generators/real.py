@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from distillkit.context import seeded
 from distillkit.data.synthetic import SyntheticSet
-from distillkit.errors import UserError
+from distillkit.generators.iterative import positive_int
 from distillkit.samplers.coreset import random_per_class
 
 
@@ -16,10 +16,8 @@ class RealPool:
     """
 
     def __init__(self, pool_factor: int | None = None, seed: int = 0):
-        if pool_factor is not None and (isinstance(pool_factor, bool) or not isinstance(pool_factor, int)
-                                        or pool_factor < 1):
-            raise UserError(f"generator.pool_factor must be null or a positive integer (got {pool_factor!r})")
-        self.pool_factor, self.seed = pool_factor, int(seed)
+        self.pool_factor = None if pool_factor is None else positive_int("pool_factor", pool_factor)
+        self.seed = int(seed)
 
     def __call__(self, ctx) -> SyntheticSet:
         pool = SyntheticSet(ctx.train_images, ctx.train_labels, meta={"source": "real"})
