@@ -182,6 +182,8 @@ class ExpertTrajectories:
                 train_classifier(model, images, labels, self.spec, augment=augment, generator=order,
                                  desc=f"expert {index} epoch {epoch}")
             self._save_epoch(folder, epoch + 1, model)
+            # the progress bar is off without a terminal: a cluster or nohup log still sees each epoch
+            log.info("expert %d: epoch %d/%d done (%d images)", index, epoch + 1, self.epochs, len(labels))
         rows = [load_file(str(folder / f"epoch_{e:03d}.safetensors"))["parameters"] for e in range(self.epochs + 1)]
         layout = parameter_layout(model)
         with atomic_path(folder / TRAJECTORY_FILE) as tmp:

@@ -5,8 +5,10 @@ misclassifies, per run directory, beside the run's accuracy.
 
 Every run directory must hold distilled.safetensors and results.json from one dataset; the teacher
 is the first run's ``teacher`` role (read from the cache, trained if missing); difficulty is
-``1 − p(y|x)`` as DGS scores it. Runs group into rows by their name before ``_seed``. Prints a
-Markdown table.
+``1 − p(y|x)`` as DGS scores it. Runs group into rows by their name before ``_seed``. Accuracy counts
+every evaluation seed of a run: those of its results.json and of any ``distillkit eval`` of the same
+set written below the run directory (``*/eval_results.json``, e.g. more seeds with
+``evaluator.seed=1 evaluator.num_seeds=2 --out RUN/eval_seeds12``). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -25,6 +27,26 @@ from distillkit.tracking import NoTracker
 from distillkit.training import predict
 
 
+def seeds_of(results: dict) -> dict[int, float]:
+    """Evaluation seed → accuracy of one results.json / eval_results.json (seeds seed, seed + 1, …)."""
+    evaluator = results.get("evaluator") or results["config"]["evaluator"]
+    return {int(evaluator["seed"]) + i: run for i, run in enumerate(results["accuracy"]["runs"])}
+
+
+def protocol(evaluator: dict) -> dict:
+    return {k: v for k, v in evaluator.items() if k not in ("seed", "num_seeds")}
+
+
+def evaluation_runs(run_dir: Path, results: dict) -> dict[int, float]:
+    """Every evaluation seed of the run's set under the run's own protocol."""
+    runs = seeds_of(results)
+    for extra in sorted(run_dir.glob("*/eval_results.json")):
+        more = json.loads(extra.read_text())
+        if protocol(more["evaluator"]) == protocol(results["config"]["evaluator"]):
+            runs.update(seeds_of(more))
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", type=Path, nargs="+")
@@ -40,15 +62,19 @@ def main() -> None:
         probabilities = predict(ctx.teacher, kept.images).softmax(1)
         difficulty = 1 - probabilities.gather(1, kept.labels.view(-1, 1)).flatten()
         row = run_dir.name.rsplit("_seed", 1)[0]
-        rows[row].append({"accuracy": results["accuracy"]["mean"], "difficulty": difficulty.mean().item(),
+        accuracies = list(evaluation_runs(run_dir, results).values())
+        rows[row].append({"accuracy": statistics.mean(accuracies), "all_accuracies": accuracies,
+                          "difficulty": difficulty.mean().item(),
                           "misclassified": 100 * (probabilities.argmax(1) != kept.labels).float().mean().item()})
 
     def mean_std(values):
         return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
-    print("| row | runs | accuracy % | mean teacher difficulty | teacher-misclassified % |\n|---|---|---|---|---|")
+    print("| row | sets | accuracy % (over sets, each the mean of its evaluation seeds) | accuracy % (every "
+          "set × seed) | mean teacher difficulty | teacher-misclassified % |\n|---|---|---|---|---|---|")
     for row, runs in rows.items():
-        print(f"| `{row}` | {len(runs)} | {mean_std([r['accuracy'] for r in runs])} | "
+        every = [a for r in runs for a in r["all_accuracies"]]
+        print(f"| `{row}` | {len(runs)} | {mean_std([r['accuracy'] for r in runs])} | {mean_std(every)} (n={len(every)}) | "
               f"{mean_std([r['difficulty'] for r in runs])} | {mean_std([r['misclassified'] for r in runs])} |")
 
 
