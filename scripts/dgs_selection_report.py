@@ -62,8 +62,7 @@ def main() -> None:
         probabilities = predict(ctx.teacher, kept.images).softmax(1)
         difficulty = 1 - probabilities.gather(1, kept.labels.view(-1, 1)).flatten()
         row = run_dir.name.rsplit("_seed", 1)[0]
-        accuracies = list(evaluation_runs(run_dir, results).values())
-        rows[row].append({"accuracy": statistics.mean(accuracies), "all_accuracies": accuracies,
+        rows[row].append({"accuracies": list(evaluation_runs(run_dir, results).values()),
                           "difficulty": difficulty.mean().item(),
                           "misclassified": 100 * (probabilities.argmax(1) != kept.labels).float().mean().item()})
 
@@ -73,8 +72,9 @@ def main() -> None:
     print("| row | sets | accuracy % (over sets, each the mean of its evaluation seeds) | accuracy % (every "
           "set × seed) | mean teacher difficulty | teacher-misclassified % |\n|---|---|---|---|---|---|")
     for row, runs in rows.items():
-        every = [a for r in runs for a in r["all_accuracies"]]
-        print(f"| `{row}` | {len(runs)} | {mean_std([r['accuracy'] for r in runs])} | {mean_std(every)} (n={len(every)}) | "
+        per_set = [statistics.mean(r["accuracies"]) for r in runs]
+        every = [a for r in runs for a in r["accuracies"]]
+        print(f"| `{row}` | {len(runs)} | {mean_std(per_set)} | {mean_std(every)} (n={len(every)}) | "
               f"{mean_std([r['difficulty'] for r in runs])} | {mean_std([r['misclassified'] for r in runs])} |")
 
 
