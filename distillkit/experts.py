@@ -36,7 +36,7 @@ from distillkit.errors import UserError
 from distillkit.generators.iterative import positive_int
 from distillkit.io import atomic_path
 from distillkit.progress import progress
-from distillkit.training import TrainSpec, train_classifier
+from distillkit.training import TrainSpec, bf16_applies, train_classifier
 
 log = logging.getLogger("distillkit")
 
@@ -91,7 +91,8 @@ class ExpertTrajectories:
             raise UserError(f"generator.experts.shard needs 0 <= index < count (got index={index!r}, count={count!r})")
         self.model, self.num_experts, self.epochs = model, int(num_experts), int(epochs)
         self.spec = TrainSpec(epochs=1, lr=float(lr), batch_size=int(batch_size), optimizer="sgd", momentum=0.0,
-                              weight_decay=float(weight_decay), schedule="constant", amp=bool(amp))
+                              weight_decay=float(weight_decay), schedule="constant", amp=bool(amp),
+                              amp_on_cpu=True)
         self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
         self.seed, self.shard_index, self.shard_count = int(seed), index, count
         self.curriculum = self._curriculum(curriculum)
@@ -121,8 +122,14 @@ class ExpertTrajectories:
             curriculum = {"scorer": scorer.settings(), "sampler": sampler.settings()}
         return {"dataset": dataset_identity(ctx.cfg.dataset),
                 "model": OmegaConf.to_container(model_config(self.model), resolve=True),
-                "epochs": self.epochs, "train": vars(self.spec).copy(), "dsa_strategy": self.dsa_strategy,
+                "epochs": self.epochs, "train": self.train_identity(ctx.device), "dsa_strategy": self.dsa_strategy,
                 "curriculum": curriculum, "seed": self.seed, "index": index}
+
+    def train_identity(self, device: torch.device) -> dict:
+        """The training settings with, in place of the ``amp`` switches, whether bf16 ran on ``device``: fp32
+        and bf16 experts are different cache entries whichever host trained them."""
+        train = {k: v for k, v in vars(self.spec).items() if k not in ("amp", "amp_on_cpu")}
+        return {**train, "bf16": bf16_applies(device, self.spec.amp, self.spec.amp_on_cpu)}
 
     def shard_members(self) -> list[int]:
         return list(range(self.shard_index, self.num_experts, self.shard_count))

@@ -32,7 +32,8 @@ class TrainSpec:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "step_half"  # step_half | cosine | constant
-    amp: bool = True  # bf16 autocast, only where the device is CUDA
+    amp: bool = True  # bf16 autocast where the device is CUDA
+    amp_on_cpu: bool = False  # also on CPUs with native bf16 units: distillation stages (experts), never evaluation
 
 
 def make_optimizer(params, spec: TrainSpec, lr: float):
@@ -108,7 +109,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tens
             x = images[idx]
             if augment is not None:
                 x = augment(x)
-            with autocast(device, spec.amp):
+            with autocast(device, spec.amp, spec.amp_on_cpu):
                 loss = classification_loss(model(x), targets[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

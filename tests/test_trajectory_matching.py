@@ -21,11 +21,13 @@ from distillkit.run import build, execute, make_context
 from distillkit.samplers.curriculum import CurriculumSampler
 from distillkit.scorers.training_dynamics import EL2N, GraNd
 from distillkit.tracking import NoTracker
+from distillkit.training import bf16_applies
 
 
 def setup(run_dir, *overrides, method="mtt"):
-    """The generator and its context on tiny digits (30 images per class, ipc 2)."""
-    cfg = compose(*TINY, f"method={method}", "ipc=2", *overrides)
+    """The generator and its context on tiny digits (30 images per class, ipc 2), in fp32: these tests
+    check the mathematics to 1e-5 and below, under bf16's rounding (on CPUs with bf16 units) they could not."""
+    cfg = compose(*TINY, f"method={method}", "ipc=2", "generator.amp=false", *overrides)
     return build(cfg.generator), make_context(cfg, run_dir, NoTracker())
 
 
@@ -193,6 +195,17 @@ def test_experts_trained_in_two_shards_equal_the_unsharded_experts(tmp_path, mon
         assert all(torch.equal(a.parameters_at(e, "cpu"), b.parameters_at(e, "cpu")) for e in range(4))
     assert not torch.equal(whole[0].parameters_at(-1, "cpu"), whole[1].parameters_at(-1, "cpu"))
     assert not torch.equal(whole[0].parameters_at(0, "cpu"), whole[0].parameters_at(-1, "cpu"))
+
+
+def test_expert_cache_key_records_the_precision_that_ran(tmp_path):
+    """bf16 experts (CUDA, or a CPU with bf16 units) never answer for fp32 ones, nor the other way round."""
+    keys = {}
+    for amp in (True, False):
+        experts, ctx = trajectories(tmp_path, tmp_path / "cache", f"generator.experts.amp={amp}")
+        keys[amp] = experts.expert_spec(ctx, 0)["train"]
+        assert "amp" not in keys[amp]  # the switch alone would read the same on hosts that ignore it
+    assert keys[False]["bf16"] is False
+    assert keys[True]["bf16"] == bf16_applies(torch.device("cpu"), True, on_cpu=True)
 
 
 def test_an_interrupted_expert_resumes_to_the_same_trajectory(tmp_path, monkeypatch):

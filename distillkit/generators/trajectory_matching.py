@@ -41,7 +41,7 @@ from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
 from distillkit.experts import ExpertTrajectories, Trajectory
 from distillkit.generators.iterative import IterativeRun, positive_int, resume_mode
-from distillkit.training import autocast, classification_loss, predict
+from distillkit.training import autocast, bf16_applies, classification_loss, predict
 
 log = logging.getLogger("distillkit")
 
@@ -119,7 +119,7 @@ class Student:
             x = images[plan.indices]
             if self.dsa_strategy:
                 x = DSA(self.dsa_strategy, seed=plan.seed)(x)
-            with autocast(self.device, self.amp):
+            with autocast(self.device, self.amp, on_cpu=True):
                 logits = functional_call(self.model, self.layout.unflatten(theta), (x,))
         targets = labels[plan.indices]
         loss = classification_loss(logits, targets.softmax(1) if targets.dtype.is_floating_point else targets)
@@ -273,7 +273,7 @@ class TrajectoryMatching:
                 "soft_labels": self.soft_labels, "label_epoch": self.label_epoch, "lr_labels": self.lr_labels,
                 "label_momentum": self.label_momentum, "loss_threshold": self.loss_threshold,
                 "parameter_selection": [self.parameter_selection, self.selection_ratio],
-                "dsa_strategy": self.dsa_strategy, "amp": self.amp and ctx.device.type == "cuda"}
+                "dsa_strategy": self.dsa_strategy, "amp": bf16_applies(ctx.device, self.amp, on_cpu=True)}
 
     def start(self, ctx, trajectories: list[Trajectory]) -> "MatchingRun":
         return MatchingRun(self, ctx, trajectories)
