@@ -177,7 +177,8 @@ class ExpertTrajectories:
             flat = load_file(str(folder / f"epoch_{done - 1:03d}.safetensors"))["parameters"].to(ctx.device)
             torch.nn.utils.vector_to_parameters(flat, model.parameters())
             log.info("expert %d: resuming after epoch %d", index, done - 1)
-        for epoch in range(done - 1, self.epochs):
+        epochs = progress(range(done - 1, self.epochs), desc=f"expert {index} epochs", total=self.epochs - done + 1)
+        for epoch in epochs:
             subset = None if ordered is None else self.curriculum[1].indices(ordered, epoch)
             images = ctx.train_images if subset is None else ctx.train_images[subset]
             labels = ctx.train_labels if subset is None else ctx.train_labels[subset]
@@ -189,8 +190,7 @@ class ExpertTrajectories:
                 train_classifier(model, images, labels, self.spec, augment=augment, generator=order,
                                  desc=f"expert {index} epoch {epoch}")
             self._save_epoch(folder, epoch + 1, model)
-            # the progress bar is off without a terminal: a cluster or nohup log still sees each epoch
-            log.info("expert %d: epoch %d/%d done (%d images)", index, epoch + 1, self.epochs, len(labels))
+            epochs.set_postfix_str(f"epoch {epoch + 1} of {self.epochs} trained on {len(labels)} images")
         rows = [load_file(str(folder / f"epoch_{e:03d}.safetensors"))["parameters"] for e in range(self.epochs + 1)]
         layout = parameter_layout(model)
         with atomic_path(folder / TRAJECTORY_FILE) as tmp:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from bench_tm_memory import UnrollCase
+from bench_tm_memory import UnrollCase, relative_differences
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
             measured[amp] = (*case.gradients("full", plans), time.perf_counter() - begin)
         (loss32, grads32, s32), (loss16, grads16, s16) = measured[False], measured[True]
         cosines = [float(F.cosine_similarity(a.flatten(), b.flatten(), dim=0)) for a, b in zip(grads32, grads16)]
-        relative = [float((a - b).norm() / a.norm()) for a, b in zip(grads32, grads16)]
+        relative = relative_differences(grads32, grads16)
         print(f"start epoch {start}: loss fp32 {float(loss32):.5f} bf16 {float(loss16):.5f}; gradient cosine "
               f"pixels/lr/soft labels {', '.join(f'{c:.4f}' for c in cosines)}; relative difference "
               f"{', '.join(f'{r:.3f}' for r in relative)}; seconds fp32 {s32:.2f} bf16 {s16:.2f}")

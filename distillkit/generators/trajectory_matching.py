@@ -16,8 +16,8 @@ Every decision where the sources disagree or are silent is in ``docs/methods/tra
 
 Memory: ``memory: full`` keeps the graph of every unrolled step (MTT); ``memory: checkpoint`` keeps
 only each step's parameter vector and recomputes one step's graph at a time while walking the
-steps backwards, which gives the same gradients with a peak that no longer holds ``syn_steps``
-double-backward graphs.
+steps backwards, which gives the same gradients (in fp32; under bf16 up to its rounding) with a
+peak that no longer holds ``syn_steps`` double-backward graphs.
 
 The student is functional (``torch.func.functional_call`` on a flat parameter vector); nothing
 inside an iteration reads a value back to the host: the threshold test is a device-side mask on the
@@ -261,7 +261,8 @@ class TrajectoryMatching:
 
     def settings(self, ctx) -> dict:
         """Everything that changes the images; a checkpoint resumes only under the same settings.
-        Left out: ``iterations`` (a run may be extended), the intervals, and ``memory`` (same gradients)."""
+        Left out: ``iterations`` (a run may be extended), the intervals, and ``memory`` (same gradients,
+        up to bf16 rounding)."""
         model = OmegaConf.to_container(model_config(self.model), resolve=True)
         experts = {k: v for k, v in self.experts.expert_spec(ctx, 0).items() if k != "index"}
         return {"dataset": dataset_identity(ctx.cfg.dataset), "ipc": ctx.ipc, "seed": ctx.seed, "model": model,
