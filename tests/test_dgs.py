@@ -24,6 +24,7 @@ from distillkit.samplers.difficulty_guided import (
 )
 from distillkit.scorers.difficulty import ClassifierDifficulty, DifficultyScores
 from distillkit.tracking import NoTracker
+from distillkit.training import bf16_applies
 
 # log transform and threshold search
 
@@ -250,6 +251,15 @@ def test_local_pool_trains_once_and_generates_labelled_images(tmp_path, monkeypa
     assert torch.equal(local_pool(ctx.cfg)(ctx).images, pool.images)  # the cached pool
     other_seed = tiny_ctx(tmp_path / "s1", "generator.unet.channel_mult=[1,2,2,2]", "seed=1")
     assert not torch.equal(local_pool(other_seed.cfg)(other_seed).images, pool.images)  # same UNet, new pool
+
+
+def test_unet_cache_key_records_the_precision_that_runs(tmp_path):
+    """A bf16 UNet (CUDA, or a CPU with bf16 units) never answers for an fp32 one, nor the other way round."""
+    ctx = tiny_ctx(tmp_path)
+    specs = {amp: local_pool(ctx.cfg, amp=amp).model_spec(ctx) for amp in (True, False)}
+    assert "amp" not in specs[True]  # the switch alone would read the same on hosts that ignore it
+    assert specs[False]["bf16"] is False
+    assert specs[True]["bf16"] == bf16_applies(torch.device("cpu"), True, on_cpu=True)
 
 
 def unet_training_inputs(ctx):

@@ -34,7 +34,7 @@ from distillkit.generators.iterative import positive_int
 from distillkit.io import atomic_path, write_json
 from distillkit.plots import save_grid
 from distillkit.progress import progress
-from distillkit.training import autocast, predict
+from distillkit.training import autocast, bf16_applies, predict
 
 log = logging.getLogger("distillkit")
 
@@ -152,7 +152,7 @@ def train_unet(unet, pixels: torch.Tensor, labels: torch.Tensor, null_class: int
         cond = torch.where(dropped, torch.full_like(cond, null_class), cond)
         noise = torch.randn(clean.shape, device=device, generator=generator)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(idx),), device=device, generator=generator)
-        with autocast(device, amp):
+        with autocast(device, amp, on_cpu=True):
             predicted = unet(scheduler.add_noise(clean, noise, t), t, class_labels=cond).sample
         loss = F.mse_loss(predicted.float(), noise)
         optimizer.zero_grad(set_to_none=True)
@@ -199,7 +199,7 @@ def sample_unet(unet, labels: torch.Tensor, null_class: int, train_cfg: dict, st
     guided = guidance_scale != 1.0  # w = 1 is plain conditional sampling: half the work
     cond = torch.cat([labels, torch.full_like(labels, null_class)]) if guided else labels
     for t in scheduler.timesteps:
-        with autocast(device, amp):
+        with autocast(device, amp, on_cpu=True):
             eps = unet(torch.cat([x, x]) if guided else x, t, class_labels=cond).sample.float()
         if guided:
             conditional, unconditional = eps.chunk(2)
@@ -247,10 +247,11 @@ class DiffusionPool:
         """What identifies the diffusion model (the UNet's cache key; part of the pool's)."""
         if self.source == "pretrained":
             return {"pretrained": self.pretrained_cfg, "dataset": dataset_identity(ctx.cfg.dataset)}
-        # how often to checkpoint does not change the model
+        # how often to checkpoint does not change the model; the precision that runs does (the amp
+        # switch alone would let a bf16 and an fp32 model, trained on different hosts, share an entry)
         train = {k: v for k, v in self.train_cfg.items() if k != "checkpoint_every"}
         return {"dataset": dataset_identity(ctx.cfg.dataset), "unet": self.unet_cfg, "train": train,
-                "seed": self.seed, "amp": self.amp}
+                "seed": self.seed, "bf16": bf16_applies(ctx.device, self.amp, on_cpu=True)}
 
     def generate(self, ctx, per_class: int) -> SyntheticSet:
         labels = torch.arange(ctx.data.num_classes, device=ctx.device).repeat_interleave(per_class)
