@@ -83,8 +83,8 @@ def main() -> None:
         for name, logits, labels, held_out_ece, rank in rows:
             row = calibration(logits, labels)
             print(f"| `{run_dir.parent.name}/{run_dir.name}` | {cfg.teacher.train.epochs} | {name} ({len(labels)}) | "
-                  f"{row['accuracy']:.2f} | {row['ece']:.2f} | {row['nll']:.3f} | {row['confidence']:.2f} | {temperature:.3f} | "
-                  f"{held_out_ece} | {rank} |")
+                  f"{row['accuracy']:.2f} | {row['ece']:.2f} | {row['nll']:.3f} | {row['confidence']:.2f} | "
+                  f"{temperature:.3f} | {held_out_ece} | {rank} |")
 
 
 if __name__ == "__main__":
