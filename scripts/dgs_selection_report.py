@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.run import make_context
+from distillkit.scorers.difficulty import difficulty_from_logits
 from distillkit.tracking import NoTracker
 from distillkit.training import predict
 
@@ -59,12 +60,12 @@ def main() -> None:
         if ctx is None:  # one teacher for every run: the first run's config names it
             ctx = make_context(OmegaConf.create(results["config"]), run_dir=None, tracker=NoTracker())
         kept = SyntheticSet.load(run_dir / "distilled.safetensors").to(ctx.device)
-        probabilities = predict(ctx.teacher, kept.images).softmax(1)
-        difficulty = 1 - probabilities.gather(1, kept.labels.view(-1, 1)).flatten()
+        logits = predict(ctx.teacher, kept.images)
+        difficulty = difficulty_from_logits(logits, kept.labels)
         row = run_dir.name.rsplit("_seed", 1)[0]
         rows[row].append({"accuracies": list(evaluation_runs(run_dir, results).values()),
                           "difficulty": difficulty.mean().item(),
-                          "misclassified": 100 * (probabilities.argmax(1) != kept.labels).float().mean().item()})
+                          "misclassified": 100 * (logits.argmax(1) != kept.labels).float().mean().item()})
 
     def mean_std(values):
         return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"

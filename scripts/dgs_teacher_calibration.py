@@ -27,6 +27,7 @@ from torchmetrics.functional.regression import spearman_corrcoef
 
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.run import make_context
+from distillkit.scorers.difficulty import difficulty_from_logits
 from distillkit.tracking import NoTracker
 from distillkit.training import predict
 
@@ -57,10 +58,6 @@ def calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float =
             "confidence": 100 * probabilities.max(1).values.mean().item()}
 
 
-def difficulty(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    return 1 - (logits / temperature).softmax(1).gather(1, labels.view(-1, 1)).flatten()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", type=Path, nargs="+")
@@ -76,8 +73,8 @@ def main() -> None:
         pool_logits, pool_labels = predict(ctx.teacher, pool.images).float().cpu(), pool.labels.cpu()
         temperature = fit_temperature(real_logits[0::2], real_labels[0::2])
         held_out = calibration(real_logits[1::2], real_labels[1::2], temperature)
-        rank_kept = spearman_corrcoef(difficulty(pool_logits, pool_labels, 1.0),
-                                      difficulty(pool_logits, pool_labels, temperature)).item()
+        rank_kept = spearman_corrcoef(difficulty_from_logits(pool_logits, pool_labels),
+                                      difficulty_from_logits(pool_logits / temperature, pool_labels)).item()
         rows = (("real test", real_logits, real_labels, f"{held_out['ece']:.2f}", "—"),
                 ("pool", pool_logits, pool_labels, "—", f"{rank_kept:.4f}"))
         for name, logits, labels, held_out_ece, rank in rows:

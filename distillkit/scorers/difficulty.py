@@ -26,14 +26,19 @@ class DifficultyScores:
     real_labels: torch.Tensor | None = None
 
 
+def difficulty_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``1 − p(y | x)`` per sample from a classifier's logits."""
+    probabilities = logits.float().softmax(dim=1)
+    true_class = probabilities.gather(1, labels.to(probabilities.device).long().view(-1, 1)).flatten()
+    # 1 − p can come out a hair below 0 in float arithmetic; difficulty lives in [0, 1]
+    return (1.0 - true_class).clamp(0.0, 1.0)
+
+
 @torch.no_grad()
 def classifier_difficulty(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                           batch_size: int) -> torch.Tensor:
     """``1 − p(y | x)`` per sample, batched on the images' device."""
-    probabilities = predict(model, images, batch_size=batch_size).softmax(dim=1)
-    true_class = probabilities.gather(1, labels.to(probabilities.device).long().view(-1, 1)).flatten()
-    # 1 − p can come out a hair below 0 in float arithmetic; difficulty lives in [0, 1]
-    return (1.0 - true_class).clamp(0.0, 1.0)
+    return difficulty_from_logits(predict(model, images, batch_size=batch_size), labels)
 
 
 class ClassifierDifficulty:
