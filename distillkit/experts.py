@@ -36,7 +36,7 @@ from distillkit.errors import UserError
 from distillkit.generators.iterative import positive_int
 from distillkit.io import atomic_path
 from distillkit.progress import progress
-from distillkit.training import TrainSpec, bf16_applies, train_classifier
+from distillkit.training import TrainSpec, spec_identity, train_classifier
 
 log = logging.getLogger("distillkit")
 
@@ -119,17 +119,11 @@ class ExpertTrajectories:
         curriculum = None
         if self.curriculum is not None:
             scorer, sampler = self.curriculum
-            curriculum = {"scorer": scorer.settings(), "sampler": sampler.settings()}
+            curriculum = {"scorer": scorer.settings(ctx.device), "sampler": sampler.settings()}
         return {"dataset": dataset_identity(ctx.cfg.dataset),
                 "model": OmegaConf.to_container(model_config(self.model), resolve=True),
-                "epochs": self.epochs, "train": self.train_identity(ctx.device), "dsa_strategy": self.dsa_strategy,
+                "epochs": self.epochs, "train": spec_identity(self.spec, ctx.device), "dsa_strategy": self.dsa_strategy,
                 "curriculum": curriculum, "seed": self.seed, "index": index}
-
-    def train_identity(self, device: torch.device) -> dict:
-        """The training settings with, in place of the ``amp`` switches, whether bf16 ran on ``device``: fp32
-        and bf16 experts are different cache entries whichever host trained them."""
-        train = {k: v for k, v in vars(self.spec).items() if k not in ("amp", "amp_on_cpu")}
-        return {**train, "bf16": bf16_applies(device, self.spec.amp, self.spec.amp_on_cpu)}
 
     def shard_members(self) -> list[int]:
         return list(range(self.shard_index, self.num_experts, self.shard_count))

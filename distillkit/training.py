@@ -72,6 +72,13 @@ def bf16_applies(device: torch.device, enabled: bool, on_cpu: bool = False) -> b
     return enabled and (device.type == "cuda" or (on_cpu and device.type == "cpu" and cpu_has_bf16_units()))
 
 
+def spec_identity(spec: TrainSpec, device: torch.device) -> dict:
+    """``spec`` for a cache key: in place of the ``amp`` switches, whether bf16 runs on ``device``, so that
+    fp32 and bf16 results are different entries whichever host made them."""
+    settings = {k: v for k, v in vars(spec).items() if k not in ("amp", "amp_on_cpu")}
+    return {**settings, "bf16": bf16_applies(device, spec.amp, spec.amp_on_cpu)}
+
+
 def autocast(device: torch.device, enabled: bool, on_cpu: bool = False):
     if bf16_applies(device, enabled, on_cpu):
         return torch.autocast(device.type, dtype=torch.bfloat16)

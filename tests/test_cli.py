@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -119,21 +117,34 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     assert len(list(tmp_path.glob("*/results.json"))) == 2
 
 
+# Runs `distillkit` with a real SIGINT raised right after its first checkpoint is on disk: a timed
+# signal from outside raced a tiny run that could finish before the signal landed.
+INTERRUPT_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+from distillkit import cli
+from distillkit.generators.iterative import IterativeRun
+
+save_checkpoint = IterativeRun.save_checkpoint
+
+def save_then_interrupt(self):
+    save_checkpoint(self)
+    os.kill(os.getpid(), signal.SIGINT)
+
+IterativeRun.save_checkpoint = save_then_interrupt
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 def test_an_interrupted_run_says_where_it_stopped_and_resumes_to_the_same_set(tmp_path):
     """Ctrl-C mid-distillation: exit 130 naming the run directory; the same command with that
     directory continues from the checkpoint and ends with the images of an uninterrupted run."""
     args = (*TINY, "method=dm", "ipc=2", "generator.iterations=200", "generator.checkpoint_every=10")
-    env = {**os.environ, "DISTILLKIT_PROGRESS": "0"}
-    interrupted = subprocess.Popen([sys.executable, "-m", "distillkit", "run", *args, f"hydra.run.dir={tmp_path / 'b'}"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    checkpoint = tmp_path / "b" / "dm_checkpoint.pt"
-    deadline = time.monotonic() + 300
-    while not checkpoint.is_file() and interrupted.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    interrupted.send_signal(signal.SIGINT)
-    _, stderr = interrupted.communicate(timeout=120)
-    assert interrupted.returncode == 130, stderr
-    assert f"rerun with hydra.run.dir={tmp_path / 'b'}" in stderr.splitlines()[-1]
+    interrupted = subprocess.run([sys.executable, "-c", INTERRUPT_AFTER_FIRST_CHECKPOINT, "run", *args,
+                                  f"hydra.run.dir={tmp_path / 'b'}"], capture_output=True, text=True, timeout=300, check=False,
+                                 env={**os.environ, "DISTILLKIT_PROGRESS": "0"})
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert f"rerun with hydra.run.dir={tmp_path / 'b'}" in interrupted.stderr.splitlines()[-1]
+    assert torch.load(tmp_path / "b" / "dm_checkpoint.pt", weights_only=True)["iteration"] == 10
 
     resumed = distillkit("run", *args, f"hydra.run.dir={tmp_path / 'b'}")
     whole = distillkit("run", *args, f"hydra.run.dir={tmp_path / 'a'}")

@@ -208,6 +208,18 @@ def test_expert_cache_key_records_the_precision_that_ran(tmp_path):
     assert keys[True]["bf16"] == bf16_applies(torch.device("cpu"), True, on_cpu=True)
 
 
+def test_curriculum_expert_cache_key_records_the_precision_of_its_scoring_networks(tmp_path):
+    """PAD's EL2N networks train in bf16 where the experts do: their precision is part of the expert's key."""
+    keys = {}
+    for amp in (True, False):
+        experts, ctx = trajectories(tmp_path, tmp_path / "cache", f"generator.experts.curriculum.scorer.amp={amp}",
+                                    method="pad")
+        keys[amp] = experts.expert_spec(ctx, 0)["curriculum"]["scorer"]["train"]
+        assert "amp" not in keys[amp]
+    assert keys[False]["bf16"] is False
+    assert keys[True]["bf16"] == bf16_applies(torch.device("cpu"), True, on_cpu=True)
+
+
 def test_an_interrupted_expert_resumes_to_the_same_trajectory(tmp_path, monkeypatch):
     experts, ctx = trajectories(tmp_path, tmp_path / "straight", "budget.tm_num_experts=1")
     straight = experts.prepare(ctx)[0]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
 from distillkit.progress import progress
-from distillkit.training import TrainSpec, predict, train_classifier
+from distillkit.training import TrainSpec, predict, spec_identity, train_classifier
 
 log = logging.getLogger("distillkit")
 
@@ -30,24 +30,25 @@ class _TrainingDynamicsScorer:
     def __init__(self, model="convnet", num_models: int = 4, epochs: int = 10, lr: float = 0.01,
                  batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", seed: int = 0,
-                 score_batch_size: int = 512):
+                 score_batch_size: int = 512, amp: bool = True):
         if int(num_models) < 1 or int(epochs) < 0:
             raise UserError(f"scorer.num_models must be at least 1 and scorer.epochs at least 0 "
                             f"(got {num_models}, {epochs})")
         self.model, self.num_models, self.epochs, self.seed = model, int(num_models), int(epochs), int(seed)
         self.spec = TrainSpec(epochs=max(1, int(epochs)), lr=float(lr), batch_size=int(batch_size),
-                              momentum=float(momentum), weight_decay=float(weight_decay), schedule="constant")
+                              momentum=float(momentum), weight_decay=float(weight_decay), schedule="constant",
+                              amp=bool(amp), amp_on_cpu=True)
         self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
         self.score_batch_size = int(score_batch_size)
 
-    def settings(self) -> dict:
-        """What changes the scores (part of the cache key of anything trained on them)."""
+    def settings(self, device: torch.device) -> dict:
+        """What changes the scores on ``device`` (part of the cache key of anything trained on them)."""
         from omegaconf import OmegaConf
 
         from distillkit.config import model_config
 
         return {"scorer": self.name, "model": OmegaConf.to_container(model_config(self.model), resolve=True),
-                "num_models": self.num_models, "epochs": self.epochs, "train": vars(self.spec).copy(),
+                "num_models": self.num_models, "epochs": self.epochs, "train": spec_identity(self.spec, device),
                 "dsa_strategy": self.dsa_strategy, "seed": self.seed}
 
     def __call__(self, pool, ctx) -> torch.Tensor:
