@@ -1,5 +1,5 @@
 """What each DGS row kept, seen by the teacher: mean difficulty and the share of images the teacher
-misclassifies, per run directory, beside the run's accuracy.
+misclassifies, per run directory, beside the run's accuracy, and how the two correlate.
 
     python scripts/dgs_selection_report.py outputs/bench/dgs_fmnist/*_seed*
 
@@ -70,13 +70,24 @@ def main() -> None:
     def mean_std(values):
         return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
 
+    def correlation(runs):
+        """Pearson r of a set's accuracy with its misclassified share: does drawing failures explain the spread?"""
+        accuracy, misclassified = [statistics.mean(r["accuracies"]) for r in runs], [r["misclassified"] for r in runs]
+        if len(runs) < 3 or len(set(misclassified)) < 2 or len(set(accuracy)) < 2:
+            return "—"
+        return f"{statistics.correlation(accuracy, misclassified):+.2f}"
+
     print("| row | sets | accuracy % (over sets, each the mean of its evaluation seeds) | accuracy % (every "
-          "set × seed) | mean teacher difficulty | teacher-misclassified % |\n|---|---|---|---|---|---|")
+          "set × seed) | mean teacher difficulty | teacher-misclassified % | r(accuracy, misclassified) over "
+          "sets |\n|---|---|---|---|---|---|---|")
     for row, runs in rows.items():
         per_set = [statistics.mean(r["accuracies"]) for r in runs]
         every = [a for r in runs for a in r["accuracies"]]
         print(f"| `{row}` | {len(runs)} | {mean_std(per_set)} | {mean_std(every)} (n={len(every)}) | "
-              f"{mean_std([r['difficulty'] for r in runs])} | {mean_std([r['misclassified'] for r in runs])} |")
+              f"{mean_std([r['difficulty'] for r in runs])} | {mean_std([r['misclassified'] for r in runs])} | "
+              f"{correlation(runs)} |")
+    everyone = [r for runs in rows.values() for r in runs]
+    print(f"\nOver all {len(everyone)} sets: r(accuracy, misclassified) = {correlation(everyone)}")
 
 
 if __name__ == "__main__":
