@@ -139,8 +139,8 @@ def test_an_interrupted_run_says_where_it_stopped_and_resumes_to_the_same_set(tm
     """Ctrl-C mid-distillation: exit 130 naming the run directory; the same command with that
     directory continues from the checkpoint and ends with the images of an uninterrupted run."""
     args = (*TINY, "method=dm", "ipc=2", "generator.iterations=200", "generator.checkpoint_every=10")
-    interrupted = subprocess.run([sys.executable, "-c", INTERRUPT_AFTER_FIRST_CHECKPOINT, "run", *args,
-                                  f"hydra.run.dir={tmp_path / 'b'}"], capture_output=True, text=True, timeout=300, check=False,
+    command = [sys.executable, "-c", INTERRUPT_AFTER_FIRST_CHECKPOINT, "run", *args, f"hydra.run.dir={tmp_path / 'b'}"]
+    interrupted = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                                  env={**os.environ, "DISTILLKIT_PROGRESS": "0"})
     assert interrupted.returncode == 130, interrupted.stderr
     assert f"rerun with hydra.run.dir={tmp_path / 'b'}" in interrupted.stderr.splitlines()[-1]
