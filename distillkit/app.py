@@ -15,7 +15,8 @@ from distillkit.errors import UserError
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> float:
-    from distillkit.run import execute, result_line
+    from distillkit.results import objective, result_line
+    from distillkit.run import execute
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
@@ -29,4 +30,4 @@ def hydra_app(cfg: DictConfig) -> float:
               file=sys.stderr)
         sys.exit(130)
     print(result_line(results, run_dir), flush=True)
-    return results["accuracy"]["mean"] if "accuracy" in results else None  # what a sweeper (e.g. optuna) optimises
+    return objective(results)  # the primary metric: what a sweeper (e.g. Optuna) optimises

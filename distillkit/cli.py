@@ -111,17 +111,20 @@ def one_line(err: Exception) -> str:
     return text
 
 
-def check_composed(cfg) -> None:
+def check_composed(cfg):
+    """Resolve ``cfg``, check its top-level values and build every stage of the run (nothing works yet);
+    returns the plan."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from distillkit.run import validate
+    from distillkit.run import plan, validate
 
     try:
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as err:
         raise UserError(f"config: {one_line(err)}") from None
     validate(cfg)
+    return plan(cfg)
 
 
 def run_command(args: list[str]) -> int:
@@ -139,11 +142,11 @@ def run_command(args: list[str]) -> int:
 def eval_command(args: list[str]) -> int:
     from omegaconf import OmegaConf, open_dict
 
-    from distillkit.data.datasets import dataset_identity
     from distillkit.data.synthetic import SyntheticSet
     from distillkit.io import write_json
-    from distillkit.run import evaluate_set, make_context, result_line, seed_everything
-    from distillkit.tracking import NoTracker
+    from distillkit.results import result_line, results
+    from distillkit.run import check, make_context, seed_everything
+    from distillkit.schedules import Artefacts
 
     out = None
     if "--out" in args:
@@ -162,39 +165,39 @@ def eval_command(args: list[str]) -> int:
     implied = [f"dataset={stored['name']}"] if "dataset" not in user_keys and stored.get("name") else []
     if "ipc" not in user_keys and distilled.meta.get("ipc"):
         implied.append(f"ipc={distilled.meta['ipc']}")
-    cfg = compose_config(implied + overrides)
+    cfg = compose_config(implied + overrides + ["tracker=none"])
     if implied[:1]:  # evaluate against the very images the set was made from, unless told otherwise
         with open_dict(cfg):
             for key, value in stored.items():
                 if f"dataset.{key}" not in user_keys:
                     cfg.dataset[key] = value
-    check_composed(cfg)
+    the_plan = check_composed(cfg)
     seed_everything(int(cfg.seed))
     out = out or path.parent
-    ctx = make_context(cfg, out, NoTracker())
+    ctx = make_context(cfg, out, the_plan.roles, the_plan.tracker)
     if tuple(distilled.images.shape[1:]) != (ctx.data.channels, *ctx.data.image_size):
         raise UserError(f"{path}: images are {tuple(distilled.images.shape[1:])} but dataset "
                         f"'{cfg.dataset.name}' has {(ctx.data.channels, *ctx.data.image_size)}; pass dataset=...")
     if int(distilled.labels.max()) >= ctx.data.num_classes or int(distilled.labels.min()) < 0:
         raise UserError(f"{path}: labels outside 0..{ctx.data.num_classes - 1} for dataset '{cfg.dataset.name}'")
-    timings: dict = {}
-    metrics = evaluate_set(distilled, ctx, timings)
-    results = {"method": distilled.meta.get("method", "external"), "dataset": cfg.dataset.name,
-               "ipc": distilled.meta.get("ipc", cfg.ipc), "source": str(path), "accuracy": metrics["accuracy"],
-               "per_model": metrics["per_model"], "labels": metrics["labels"], "eval_lr": metrics["lr"],
-               "published": None, "seconds": timings, "device": str(ctx.device),
-               "dataset_config": dataset_identity(cfg.dataset),
-               "evaluator": OmegaConf.to_container(cfg.evaluator, resolve=True)}
-    write_json(out / "eval_results.json", results)
-    print(result_line(results, out / "eval_results.json"))
+    check(the_plan, ctx)
+    artefacts = Artefacts(save_set=None)
+    with artefacts.timed("evaluator"):
+        report = the_plan.stages.evaluator(distilled, ctx)
+    payload = results(method=distilled.meta.get("method", "external"), dataset=cfg.dataset.name,
+                      ipc=distilled.meta.get("ipc", cfg.ipc), status="evaluated", report=report,
+                      roles=ctx.roles.report, seconds=artefacts.seconds, device=ctx.device, source=str(path),
+                      dataset_config=ctx.dataset_identity,
+                      evaluator=OmegaConf.to_container(cfg.evaluator, resolve=True))
+    write_json(out / "eval_results.json", payload)
+    print(result_line(payload, out / "eval_results.json"))
     return 0
 
 
 def list_command(args: list[str]) -> int:
-    from distillkit.config import group_file_description, group_options
+    from distillkit.config import config_groups, group_file_description, group_options
 
-    for group in ("method", "dataset", "model", "budget", "generator", "scorer", "sampler", "evaluator",
-                  "tracker", "experiment", "hydra/launcher"):
+    for group in config_groups():
         print(f"{group}:")
         for name in group_options(group):
             print(f"  {name:<24} {group_file_description(group, name)}")

@@ -1,4 +1,5 @@
-"""Where the Hydra config lives, and reading single group files by name."""
+"""Where the Hydra config lives, its groups (the one list ``distillkit list``, ``--help`` and the tests
+read), single group files by name, and the resolvers configs may use."""
 
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ def config_dir() -> Path:
         if (candidate / "config.yaml").is_file():
             return candidate
     raise UserError(f"distillkit's config folder is missing (looked in {here / 'conf'} and {here.parent / 'conf'})")
+
+
+# groups a user picks from; the rest of conf/ (hydra/help) is plumbing
+HIDDEN_GROUPS = ("hydra/help",)
+
+
+def config_groups() -> list[str]:
+    """Every config group: each folder of ``conf/`` that holds options, ``hydra/launcher`` included."""
+    root = config_dir()
+    groups = sorted(str(folder.relative_to(root)) for folder in root.rglob("*")
+                    if folder.is_dir() and any(folder.glob("*.yaml")))
+    return [g for g in groups if g not in HIDDEN_GROUPS]
 
 
 def group_options(group: str) -> list[str]:
@@ -41,3 +54,14 @@ def model_config(model) -> DictConfig:
     if str(model) not in group_options("model"):
         raise UserError(f"unknown model '{model}' (choose from: {', '.join(group_options('model'))})")
     return OmegaConf.load(config_dir() / "model" / f"{model}.yaml")
+
+
+def evaluator_direction(target: str) -> str:
+    """``maximize`` / ``minimize`` for the evaluator class ``target`` (its primary metric's direction):
+    ``${distillkit_direction:${evaluator._target_}}`` in a sweeper config."""
+    from hydra.utils import get_class
+
+    return get_class(target).direction()
+
+
+OmegaConf.register_new_resolver("distillkit_direction", evaluator_direction, replace=True)

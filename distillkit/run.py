@@ -1,32 +1,39 @@
-"""The pipeline: build the four stages from config, run them, write the artefacts.
+"""One run, from the composed config to the artefacts.
 
-``execute(cfg, run_dir)`` is the whole of ``distillkit run``; the Hydra app in ``cli.py`` only
-finds the run directory and turns :class:`UserError` into one line on stderr.
+``execute(cfg, run_dir)`` is the whole of ``distillkit run``:
+
+1. :func:`plan` builds every stage, role, the learner and the schedule from the config — each
+   constructor checks its own settings (:mod:`distillkit.validation`) — so a bad value anywhere is one
+   line before anything works (the CLI also plans every job of a sweep before the first starts);
+2. the data is loaded and every stage checks itself against it (``check``);
+3. the schedule runs the stages (:mod:`distillkit.schedules`), saving the distilled set as it comes;
+4. ``results.json`` is written (:mod:`distillkit.results`) and mirrored to the tracker.
+
+The Hydra app in ``app.py`` only finds the run directory and turns :class:`UserError` into one line.
 """
 
 from __future__ import annotations
 
 import logging
-import platform
 import random
-import time
-from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from distillkit.cache import Cache
 from distillkit.context import Context
 from distillkit.data.augment import ZCA
-from distillkit.data.datasets import RealData, dataset_identity, load_dataset
-from distillkit.data.synthetic import SyntheticSet
+from distillkit.data.datasets import RealData, check_dataset, load_dataset
 from distillkit.errors import UserError
 from distillkit.io import write_json
 from distillkit.plots import save_grid
-from distillkit.published import published_accuracy
+from distillkit.results import results
+from distillkit.roles import Roles
+from distillkit.schedules import Artefacts, Schedule, Stages
+from distillkit.validation import ConfigError, build, with_origin
 
 log = logging.getLogger("distillkit")
 
@@ -38,6 +45,7 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int):
         raise UserError(f"seed must be an integer, got {cfg.get('seed')!r}")
     resolve_device(cfg.device)
+    check_dataset(cfg.dataset)
 
 
 def resolve_device(name) -> torch.device:
@@ -69,124 +77,99 @@ def prepare_data(dataset_cfg: DictConfig) -> RealData:
     return data
 
 
-@contextmanager
-def timed(timings: dict, stage: str):
-    start = time.perf_counter()
-    yield
-    timings[stage] = round(time.perf_counter() - start, 3)
+@dataclass
+class Plan:
+    """Everything a run is made of, built and checked, before any of it works."""
+
+    stages: Stages
+    schedule: Schedule
+    roles: Roles
+    tracker: object
 
 
-def build(node: DictConfig, **kwargs):
-    """``hydra.utils.instantiate`` that lets a stage's :class:`UserError` through unwrapped."""
-    from hydra.errors import InstantiationException
-
+def plan(cfg: DictConfig) -> Plan:
+    """Build every stage, role, the learner, the schedule and the tracker (the fail-fast step)."""
     try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, UserError):
-            raise err.__cause__ from None
-        raise
+        stages = Stages(*(build(cfg[key], key) for key in ("generator", "scorer", "sampler", "evaluator")),
+                        learner=build(cfg.learner, "learner") if cfg.get("learner") else None)
+        return Plan(stages, build(cfg.schedule, "schedule"), Roles(cfg.get("roles")), build(cfg.tracker, "tracker"))
+    except ConfigError as err:
+        raise with_origin(err, cfg) from None
 
 
-def make_tracker(cfg: DictConfig):
-    return build(cfg.tracker)
+def make_context(cfg: DictConfig, run_dir: Path | None = None, roles: Roles | None = None, tracker=None) -> Context:
+    """The context for ``cfg`` (roles built from ``cfg.roles`` and no tracker unless given)."""
+    from distillkit.tracking import NoTracker
 
-
-def make_context(cfg: DictConfig, run_dir: Path | None, tracker=None) -> Context:
+    roles = roles if roles is not None else Roles(cfg.get("roles"))
+    tracker = tracker if tracker is not None else NoTracker()
     device = resolve_device(cfg.device)
     data = prepare_data(cfg.dataset)
     cache = Cache(cfg.cache.dir, enabled=cfg.cache.enabled)
-    return Context(cfg, data, device, run_dir, cache, tracker or make_tracker(cfg))
+    return Context(cfg, data, device, run_dir, cache, tracker, roles)
 
 
-def describe(cfg: DictConfig, device: torch.device) -> str:
-    stages = ", ".join(f"{k}={cfg[k]._target_.rsplit('.', 1)[-1]}" for k in ("generator", "scorer", "sampler", "evaluator"))
+def check(the_plan: Plan, ctx: Context) -> None:
+    """Every stage, and the schedule, against the loaded data — still before any stage works."""
+    try:
+        for stage in the_plan.stages.named().values():
+            stage.check(ctx)
+        the_plan.schedule.check(the_plan.stages, ctx)
+    except ConfigError as err:
+        raise with_origin(err, ctx.cfg) from None
+
+
+def describe(cfg: DictConfig, the_plan: Plan, device: torch.device) -> str:
+    stages = ", ".join(f"{k}={type(s).__name__}" for k, s in the_plan.stages.named().items())
+    roles = ", ".join(the_plan.stages.roles()) or "none"
     return (f"distillkit: method={cfg.method.name} dataset={cfg.dataset.name} ipc={cfg.ipc} seed={cfg.seed} "
-            f"budget={cfg.budget.name} device={device}\n  stages: {stages}")
+            f"budget={cfg.budget.name} device={device}\n  schedule: {type(the_plan.schedule).__name__}; stages: "
+            f"{stages}; roles: {roles}\n  budget: {cfg.budget.name} ({cfg.budget.description})")
 
 
-def evaluate_set(distilled: SyntheticSet, ctx: Context, timings: dict) -> dict:
-    evaluator = build(ctx.cfg.evaluator)
-    with timed(timings, "evaluator"):
-        return evaluator(distilled, ctx)
+def set_saver(cfg: DictConfig, ctx: Context, run_dir: Path):
+    """``save(distilled)``: the set with its metadata to ``distilled.safetensors``, and ``grid.png``."""
+    def save(distilled) -> None:
+        distilled.meta.update({"dataset": ctx.dataset_identity, "mean": list(ctx.data.mean),
+                               "std": list(ctx.data.std), "zca": bool(cfg.dataset.get("zca", False)),
+                               "ipc": int(cfg.ipc), "method": cfg.method.name, "classes": ctx.data.classes})
+        distilled.meta.pop("source", None)
+        distilled.save(run_dir / "distilled.safetensors")
+        ctx.tracker.log_image("distilled/grid", save_grid(distilled, ctx.data, run_dir / "grid.png"))
+        ctx.tracker.log_artifact(f"distilled-{cfg.method.name}-{cfg.dataset.name}-ipc{cfg.ipc}", "distilled-set",
+                                 run_dir / "distilled.safetensors")
+    return save
 
 
 def execute(cfg: DictConfig, run_dir: Path) -> dict:
     """Run the configured method end to end; returns the results written to ``results.json``."""
     validate(cfg)
+    the_plan = plan(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(int(cfg.seed))
-    tracker = make_tracker(cfg)
-    timings: dict = {}
-    with timed(timings, "data"):
-        ctx = make_context(cfg, run_dir, tracker)
-    print(describe(cfg, ctx.device), flush=True)
-    print(f"  budget: {cfg.budget.name} ({cfg.budget.description})", flush=True)
-    tracker.start(cfg, run_dir)
+    artefacts = Artefacts(save_set=None)
+    with artefacts.timed("data"):
+        ctx = make_context(cfg, run_dir, the_plan.roles, the_plan.tracker)
+    check(the_plan, ctx)
+    print(describe(cfg, the_plan, ctx.device), flush=True)
+    ctx.tracker.start(cfg, run_dir)
+    artefacts.save_set = set_saver(cfg, ctx, run_dir)
+    outcome = the_plan.schedule.run(the_plan.stages, ctx, artefacts)
+    distilled = outcome.distilled
+    payload = results(
+        method=cfg.method.name, dataset=cfg.dataset.name, ipc=int(cfg.ipc), status=outcome.status,
+        report=outcome.report, roles=ctx.roles.report, seconds=artefacts.seconds, device=ctx.device,
+        published_as=cfg.method.get("published_as", cfg.method.name), budget=cfg.budget.name, seed=int(cfg.seed),
+        num_images=None if distilled is None else len(distilled),
+        images_per_class=None if distilled is None else distilled.per_class_counts(ctx.data.num_classes),
+        config=OmegaConf.to_container(cfg, resolve=True))
+    write_json(run_dir / "results.json", payload)
+    report = outcome.report
+    if report is not None:
+        metric = report.primary_metric
+        ctx.tracker.log_metrics({f"{report.primary}/mean": metric.mean, f"{report.primary}/std": metric.std,
+                                 **{f"seconds/{k}": v for k, v in artefacts.seconds.items()}})
+    ctx.tracker.finish({report.primary: report.primary_metric.mean} if report is not None else {})
+    return payload
 
-    generator, scorer, sampler = (build(cfg[k]) for k in ("generator", "scorer", "sampler"))
-    with timed(timings, "generator"):
-        pool = generator(ctx)
-    if pool is None:  # the generator's job was preparatory only (e.g. one shard of expert trajectories)
-        results = {"method": cfg.method.name, "dataset": cfg.dataset.name, "ipc": int(cfg.ipc),
-                   "budget": cfg.budget.name, "seed": int(cfg.seed), "status": "generator_only",
-                   "seconds": timings, "device": str(ctx.device), "config": OmegaConf.to_container(cfg, resolve=True)}
-        write_json(run_dir / "results.json", results)
-        tracker.finish({})
-        return results
-    with timed(timings, "scorer"):
-        scores = scorer(pool, ctx)
-    with timed(timings, "sampler"):
-        distilled = pool.subset(sampler(pool, scores, ctx)).to("cpu")
-    distilled.meta.update({"dataset": dataset_identity(cfg.dataset), "mean": list(ctx.data.mean),
-                           "std": list(ctx.data.std), "zca": bool(cfg.dataset.get("zca", False)),
-                           "ipc": int(cfg.ipc), "method": cfg.method.name, "classes": ctx.data.classes})
-    distilled.meta.pop("source", None)
-    set_path = run_dir / "distilled.safetensors"
-    distilled.save(set_path)
-    grid_path = save_grid(distilled, ctx.data, run_dir / "grid.png")
-
-    metrics = evaluate_set(distilled, ctx, timings)
-    published = published_accuracy(cfg.dataset.name, cfg.method.get("published_as", cfg.method.name), int(cfg.ipc))
-    results = {
-        "method": cfg.method.name, "dataset": cfg.dataset.name, "ipc": int(cfg.ipc), "budget": cfg.budget.name,
-        "seed": int(cfg.seed), "accuracy": metrics["accuracy"], "per_model": metrics["per_model"],
-        "published": published, "num_images": len(distilled),
-        "images_per_class": distilled.per_class_counts(ctx.data.num_classes),
-        "labels": metrics["labels"], "eval_lr": metrics["lr"], "seconds": timings,
-        "device": str(ctx.device), "device_name": device_name(ctx.device), "torch": torch.__version__,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-    write_json(run_dir / "results.json", results)
-    tracker.log_metrics({"accuracy/mean": metrics["accuracy"]["mean"], "accuracy/std": metrics["accuracy"]["std"],
-                         **{f"seconds/{k}": v for k, v in timings.items()}})
-    tracker.log_image("distilled/grid", grid_path)
-    tracker.log_artifact(f"distilled-{cfg.method.name}-{cfg.dataset.name}-ipc{cfg.ipc}", "distilled-set", set_path)
-    tracker.finish({"accuracy": metrics["accuracy"]["mean"]})
-    return results
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def result_line(results: dict, run_dir: Path) -> str:
-    if "accuracy" not in results:
-        return f"{results['method']} {results['dataset']} ipc={results['ipc']}: {results['status']} -> {run_dir}"
-    acc = results["accuracy"]
-    published = f" (published {results['published']:.1f})" if results.get("published") is not None else ""
-    return (f"{results['method']} {results['dataset']} ipc={results['ipc']}: accuracy {acc['mean']:.2f} ± "
-            f"{acc['std']:.2f} % over {len(acc['runs'])} seed(s){published} -> {run_dir}")

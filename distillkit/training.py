@@ -12,6 +12,7 @@ import functools
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -19,19 +20,27 @@ import torch.nn.functional as F
 
 from distillkit.errors import DivergedError, UserError
 from distillkit.progress import progress
+from distillkit.validation import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("step_half", "cosine", "constant")
 
 
 @dataclass
 class TrainSpec:
-    """Every protocol choice of a training run, explicit (see ``conf/evaluator/classifier.yaml``)."""
+    """Every protocol choice of a training run, explicit (see ``conf/evaluator/classifier.yaml``).
 
-    epochs: int
-    lr: float = 0.01
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "step_half"  # step_half | cosine | constant
+    As a config argument (a role's ``train:``) it is validated field by field (distillkit.validation).
+    """
+
+    epochs: NonNegativeInt
+    lr: PositiveFloat = 0.01
+    batch_size: PositiveInt = 256
+    optimizer: Literal[OPTIMIZERS] = "sgd"
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    schedule: Literal[SCHEDULES] = "step_half"  # step_half | cosine | constant
     amp: bool = True  # bf16 autocast where the device is CUDA
     amp_on_cpu: bool = False  # also on CPUs with native bf16 units: distillation stages (experts), never evaluation
 
@@ -72,11 +81,14 @@ def bf16_applies(device: torch.device, enabled: bool, on_cpu: bool = False) -> b
     return enabled and (device.type == "cuda" or (on_cpu and device.type == "cpu" and cpu_has_bf16_units()))
 
 
-def spec_identity(spec: TrainSpec, device: torch.device) -> dict:
-    """``spec`` for a cache key: in place of the ``amp`` switches, whether bf16 runs on ``device``, so that
-    fp32 and bf16 results are different entries whichever host made them."""
-    settings = {k: v for k, v in vars(spec).items() if k not in ("amp", "amp_on_cpu")}
-    return {**settings, "bf16": bf16_applies(device, spec.amp, spec.amp_on_cpu)}
+def precision(device: torch.device, enabled: bool, on_cpu: bool = False) -> str:
+    """"bf16" or "fp32": what :func:`autocast` runs in on ``device`` (part of every cache key)."""
+    return "bf16" if bf16_applies(device, enabled, on_cpu) else "fp32"
+
+
+def train_settings(spec: TrainSpec) -> dict:
+    """``spec`` for a cache key, without the ``amp`` switches: the key records the precision that ran."""
+    return {k: v for k, v in vars(spec).items() if k not in ("amp", "amp_on_cpu")}
 
 
 def autocast(device: torch.device, enabled: bool, on_cpu: bool = False):

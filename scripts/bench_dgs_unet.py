@@ -4,7 +4,7 @@ of a budget (what sets how many training steps `budget=cpu` can afford in its 30
     python scripts/bench_dgs_unet.py                         # budget=cpu's UNet on Fashion-MNIST's shape
     python scripts/bench_dgs_unet.py --budget smoke --steps 3
 
-Times distillkit's own `train_unet` (noise prediction, AdamW, clipping, EMA) and `sample_unet` (DDIM
+Times distillkit's own `train_denoiser` (noise prediction, AdamW, clipping, EMA) and `sample_ddim` (DDIM
 with classifier-free guidance) on random pixels of Fashion-MNIST's shape (1 × 28 × 28, which three
 levels halve without padding; 10 classes + the null class). Each is run for 2 and for 2 + `--steps`
 steps, and the difference is divided by `--steps`, so start-up and saving do not count. bf16 applies
@@ -22,7 +22,9 @@ import torch
 from omegaconf import OmegaConf
 
 from distillkit.cli import compose_config
-from distillkit.generators.diffusion_pool import build_unet, sample_unet, train_unet
+from distillkit.diffusion.denoisers import build_unet
+from distillkit.diffusion.sampling import sample_ddim
+from distillkit.diffusion.training import train_denoiser
 from distillkit.training import bf16_applies
 
 WARM_UP = 2
@@ -46,7 +48,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     cfg = compose_config(["method=dgs", f"budget={args.budget}"])
-    unet_cfg, train = (OmegaConf.to_container(cfg.generator[k], resolve=True) for k in ("unet", "train"))
+    unet_cfg, train = (OmegaConf.to_container(cfg.roles.diffusion[k], resolve=True) for k in ("unet", "train"))
     guidance = float(cfg.generator.guidance_scale)
     device = torch.device(args.device)
     size, channels, classes = (28, 28), 1, 10
@@ -59,11 +61,11 @@ def main() -> None:
 
         def train_steps(n: int) -> None:
             with tempfile.TemporaryDirectory() as folder:
-                train_unet(unet, pixels, labels, classes, {**train, "steps": n, "checkpoint_every": n}, Path(folder),
+                train_denoiser(unet, pixels, labels, classes, {**train, "steps": n, "checkpoint_every": n}, Path(folder),
                            0, amp)
 
         def sampling_steps(n: int) -> None:
-            sample_unet(unet, sample_labels, classes, train, n, guidance, torch.Generator(device).manual_seed(0), amp)
+            sample_ddim(unet, sample_labels, classes, train, n, guidance, torch.Generator(device).manual_seed(0), amp)
 
         step, sampling = seconds_per_step(train_steps, args.steps), seconds_per_step(sampling_steps, args.steps)
         precision = "bf16" if bf16_applies(device, amp, on_cpu=True) else "fp32"

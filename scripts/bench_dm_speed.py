@@ -19,7 +19,9 @@ import time
 import torch
 
 from distillkit.cli import compose_config
-from distillkit.run import build, device_name, make_context
+from distillkit.results import device_name
+from distillkit.run import make_context
+from distillkit.validation import build
 from distillkit.tracking import NoTracker
 
 
@@ -47,7 +49,7 @@ def main() -> None:
                           f"generator.model={args.model}", f"generator.dsa_strategy={args.dsa_strategy}",
                           f"generator.iterations={args.warmup + args.iterations}", *args.overrides])
     ctx = make_context(cfg, run_dir=None, tracker=NoTracker())
-    run = build(cfg.generator).start(ctx)  # no run directory: no checkpoints, no grids
+    run = build(cfg.generator, "generator").start(ctx)  # no run directory: no checkpoints, no grids
 
     for _ in range(args.warmup):
         run.step()

@@ -19,7 +19,8 @@ from distillkit.cli import compose_config
 from distillkit.context import build_model
 from distillkit.data.augment import DSA
 from distillkit.generators.real import RealPool
-from distillkit.run import cpu_model, make_context, resolve_device
+from distillkit.results import cpu_model
+from distillkit.run import make_context, resolve_device
 from distillkit.samplers.coreset import RandomSampler
 from distillkit.tracking import NoTracker
 from distillkit.training import TrainSpec, accuracy, train_classifier

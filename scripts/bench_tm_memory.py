@@ -39,7 +39,8 @@ from distillkit.generators.trajectory_matching import (
     unroll_full,
 )
 from distillkit.io import write_json
-from distillkit.run import device_name, make_context
+from distillkit.results import device_name
+from distillkit.run import make_context
 from distillkit.tracking import NoTracker
 
 UNROLLS = {"full": unroll_full, "checkpoint": unroll_checkpointed}

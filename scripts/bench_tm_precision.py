@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 

@@ -60,7 +60,7 @@ def main() -> None:
         if ctx is None:  # one teacher for every run: the first run's config names it
             ctx = make_context(OmegaConf.create(results["config"]), run_dir=None, tracker=NoTracker())
         kept = SyntheticSet.load(run_dir / "distilled.safetensors").to(ctx.device)
-        logits = predict(ctx.teacher, kept.images)
+        logits = predict(ctx.role("teacher"), kept.images)
         difficulty = difficulty_from_logits(logits, kept.labels)
         row = run_dir.name.rsplit("_seed", 1)[0]
         rows[row].append({"accuracies": list(evaluation_runs(run_dir, results).values()),

@@ -69,8 +69,8 @@ def main() -> None:
         cfg = OmegaConf.create(json.loads((run_dir / "results.json").read_text())["config"])
         ctx = make_context(cfg, run_dir=None, tracker=NoTracker())
         pool = SyntheticSet.load(run_dir / "pool.safetensors").to(ctx.device)
-        real_logits, real_labels = predict(ctx.teacher, ctx.test_images).float().cpu(), ctx.test_labels.cpu()
-        pool_logits, pool_labels = predict(ctx.teacher, pool.images).float().cpu(), pool.labels.cpu()
+        real_logits, real_labels = predict(ctx.role("teacher"), ctx.test_images).float().cpu(), ctx.test_labels.cpu()
+        pool_logits, pool_labels = predict(ctx.role("teacher"), pool.images).float().cpu(), pool.labels.cpu()
         temperature = fit_temperature(real_logits[0::2], real_labels[0::2])
         held_out = calibration(real_logits[1::2], real_labels[1::2], temperature)
         rank_kept = spearman_corrcoef(difficulty_from_logits(pool_logits, pool_labels),

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated cache, no progress bars, offline W&B, and config composition."""
+"""Fixtures every test gets: an isolated cache, no progress bars, offline W&B, two CPU threads.
+Helpers to import live in ``support.py``."""
 
 from __future__ import annotations
 
@@ -18,14 +19,3 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("DISTILLKIT_CACHE", str(cache))
     return cache
-
-
-def compose(*overrides: str):
-    """The real config with ``overrides``, as ``distillkit run`` would compose it."""
-    from distillkit.cli import compose_config
-
-    return compose_config(list(overrides))
-
-
-# Small, real runs: digits with 30 training images per class, 3 evaluation epochs, no tracker.
-TINY = ("budget=smoke", "tracker=none", "dataset=digits", "dataset.train_per_class=30", "dataset.test_per_class=20")

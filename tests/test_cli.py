@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY, compose
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.run import execute
+from distillkit.validation import build
+from support import TINY, compose, tiny_context
 
 
 def distillkit(*args, cwd=None):
@@ -144,7 +145,7 @@ def test_an_interrupted_run_says_where_it_stopped_and_resumes_to_the_same_set(tm
                                  env={**os.environ, "DISTILLKIT_PROGRESS": "0"})
     assert interrupted.returncode == 130, interrupted.stderr
     assert f"rerun with hydra.run.dir={tmp_path / 'b'}" in interrupted.stderr.splitlines()[-1]
-    assert torch.load(tmp_path / "b" / "dm_checkpoint.pt", weights_only=True)["iteration"] == 10
+    assert torch.load(tmp_path / "b" / "dm_checkpoint.pt", weights_only=True)["position"] == 10
 
     resumed = distillkit("run", *args, f"hydra.run.dir={tmp_path / 'b'}")
     whole = distillkit("run", *args, f"hydra.run.dir={tmp_path / 'a'}")
@@ -156,10 +157,9 @@ def test_an_interrupted_run_says_where_it_stopped_and_resumes_to_the_same_set(tm
 
 def test_an_interrupted_evaluation_resumes_at_its_first_unfinished_seed(tmp_path, monkeypatch):
     from distillkit.evaluators import classifier
-    from distillkit.run import build, make_context
 
-    cfg = compose(*TINY, "evaluator.num_seeds=2")
-    ctx = make_context(cfg, tmp_path, None)
+    ctx = tiny_context(tmp_path, "evaluator.num_seeds=2")
+    cfg = ctx.cfg
     labels = torch.arange(10).repeat_interleave(2)
     distilled = SyntheticSet(ctx.train_images[:20].clone(), labels)
     train = classifier.train_classifier
@@ -173,8 +173,8 @@ def test_an_interrupted_evaluation_resumes_at_its_first_unfinished_seed(tmp_path
 
     monkeypatch.setattr(classifier, "train_classifier", interrupted_after_one)
     with pytest.raises(KeyboardInterrupt):
-        build(cfg.evaluator)(distilled, ctx)
-    saved = json.loads((tmp_path / "eval_progress.json").read_text())["runs"]
+        build(cfg.evaluator, "evaluator")(distilled, ctx)
+    saved = json.loads((tmp_path / "eval_progress.json").read_text())["state"]["runs"]
     assert list(saved) == ["convnet/0"]
 
     def counted(*args, **kwargs):
@@ -183,9 +183,9 @@ def test_an_interrupted_evaluation_resumes_at_its_first_unfinished_seed(tmp_path
 
     calls.clear()
     monkeypatch.setattr(classifier, "train_classifier", counted)
-    resumed = build(cfg.evaluator)(distilled, ctx)
-    assert calls == ["eval convnet seed 1"] and resumed["accuracy"]["runs"][0] == saved["convnet/0"]
+    resumed = build(cfg.evaluator, "evaluator")(distilled, ctx)
+    assert calls == ["eval convnet seed 1"] and resumed.metrics["accuracy"].runs[0] == saved["convnet/0"]
 
     calls.clear()  # another set is another fingerprint: nothing is reused
-    build(cfg.evaluator)(SyntheticSet(ctx.train_images[20:40].clone(), labels), ctx)
+    build(cfg.evaluator, "evaluator")(SyntheticSet(ctx.train_images[20:40].clone(), labels), ctx)
     assert calls == ["eval convnet seed 0", "eval convnet seed 1"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose
-from distillkit.config import config_dir, group_options
+from distillkit.config import config_dir, config_groups, group_options
+from support import compose
 
-GROUPS = ["method", "dataset", "generator", "scorer", "sampler", "evaluator", "tracker", "budget"]
+# groups whose options are chosen with `group=option`; the others are placed with `group@key=option`
+# (model, role), are overlays (experiment, hparams_search) or are Hydra's (hydra/launcher)
+GROUPS = [g for g in config_groups() if g not in ("model", "role", "experiment", "hparams_search", "hydra/launcher")]
 CASES = [(g, o) for g in GROUPS for o in group_options(g)]
 
 
@@ -19,10 +21,15 @@ def test_group_option_composes_and_resolves(group, option):
     assert cfg.ipc == 10 and cfg.device == "auto"
 
 
+def test_the_chosen_groups_are_every_stage_group():
+    assert set(GROUPS) == {"method", "dataset", "budget", "schedule", "generator", "scorer", "sampler", "learner",
+                           "evaluator", "tracker"}
+
+
 @pytest.mark.parametrize("option", group_options("model"))
 def test_model_option_composes_as_teacher(option):
-    cfg = compose(f"model@teacher.model={option}")
-    assert cfg.teacher.model.name
+    cfg = compose(f"model@roles.teacher.model={option}")
+    assert cfg.roles.teacher.model.name
 
 
 @pytest.mark.parametrize("option", group_options("experiment"))

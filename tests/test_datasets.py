@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import compose
+from support import compose
 from distillkit.data import datasets
 from distillkit.data.datasets import load_dataset
 from distillkit.errors import UserError

@@ -5,26 +5,30 @@ from __future__ import annotations
 
 import itertools
 import json
-import types
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import TINY, compose
-from distillkit.cache import Cache
 from distillkit.data.synthetic import SyntheticSet
+from distillkit.diffusion.denoisers import build_unet
+from distillkit.diffusion.pixels import from_pixels, padding_for, to_model_space
+from distillkit.diffusion.training import train_denoiser
 from distillkit.errors import DivergedError, UserError
-from distillkit.generators import diffusion_pool
-from distillkit.generators.diffusion_pool import DiffusionPool, padding_for, train_unet
-from distillkit.run import execute, make_context
+from distillkit.generators.diffusion_pool import DiffusionPool
+from distillkit.roles import diffusion as diffusion_roles
+from distillkit.roles.diffusion import DiffusionRole
+from distillkit.run import execute
 from distillkit.samplers.difficulty_guided import (
     FLOOR, DifficultyGuided, draw_by_quota, histogram, largest_remainder, log_transform, search_thresholds,
 )
-from distillkit.scorers.difficulty import ClassifierDifficulty, DifficultyScores
-from distillkit.tracking import NoTracker
+from distillkit.scorers.difficulty import ClassifierDifficulty
+from distillkit.stages import Scores
 from distillkit.training import bf16_applies
+from distillkit.validation import build
+from support import TINY, StubContext, StubRole, compose, tiny_context
 
 # log transform and threshold search
 
@@ -89,10 +93,8 @@ def test_draw_takes_all_of_a_short_bin_and_fills_the_rest_at_random():
 # the sampler
 
 
-def fake_ctx(ipc, num_classes=2, seed=0, run_dir=None):
-    return types.SimpleNamespace(ipc=ipc, seed=seed, run_dir=run_dir, tracker=NoTracker(),
-                                 data=types.SimpleNamespace(num_classes=num_classes,
-                                                            classes=[f"c{i}" for i in range(num_classes)]))
+def fake_ctx(ipc, seed=0, run_dir=None):
+    return StubContext(ipc, seed=seed, run_dir=run_dir)
 
 
 def scored_pool(per_class=40, num_classes=2, seed=0):
@@ -101,7 +103,7 @@ def scored_pool(per_class=40, num_classes=2, seed=0):
     pool = SyntheticSet(torch.randn(len(labels), 1, 4, 4, generator=g), labels)
     real_labels = torch.arange(num_classes).repeat_interleave(100)
     real = torch.rand(len(real_labels), generator=g) ** 3  # real data: mostly easy
-    return pool, DifficultyScores(torch.rand(len(labels), generator=g), real, real_labels)
+    return pool, Scores(torch.rand(len(labels), generator=g), real, real_labels)
 
 
 def test_difficulty_matched_draws_exactly_the_real_histogram_when_the_pool_has_enough(tmp_path):
@@ -130,7 +132,7 @@ def test_dgs_per_bin_counts_follow_the_target_and_the_report_is_written(tmp_path
 def test_uniform_target_needs_no_real_scores_and_works_at_ipc_1():
     pool, scores = scored_pool()
     sampler = DifficultyGuided(target="uniform")
-    assert torch.bincount(pool.labels[sampler(pool, scores.pool, fake_ctx(1))]).tolist() == [1, 1]
+    assert torch.bincount(pool.labels[sampler(pool, Scores(scores.pool), fake_ctx(1))]).tolist() == [1, 1]
     assert torch.bincount(pool.labels[DifficultyGuided()(pool, scores, fake_ctx(1))]).tolist() == [1, 1]
 
 
@@ -144,7 +146,7 @@ def test_sampler_is_seeded():
 
 def test_all_zero_difficulty_gives_a_full_selection_without_nan():
     pool, scores = scored_pool()
-    zeros = DifficultyScores(torch.zeros(len(pool)), torch.zeros(200), scores.real_labels)
+    zeros = Scores(torch.zeros(len(pool)), torch.zeros(200), scores.real_labels)
     assert torch.bincount(pool.labels[DifficultyGuided()(pool, zeros, fake_ctx(10))]).tolist() == [10, 10]
 
 
@@ -155,22 +157,27 @@ def test_sampler_errors_are_one_line_user_errors():
     with pytest.raises(UserError, match="scorer=classifier_difficulty"):
         DifficultyGuided()(pool, None, fake_ctx(2))
     with pytest.raises(UserError, match="score_real=true"):
-        DifficultyGuided()(pool, scores.pool, fake_ctx(2))
+        DifficultyGuided()(pool, Scores(scores.pool), fake_ctx(2))
     with pytest.raises(UserError, match=r"must lie in \[0, 1\]"):
-        DifficultyGuided(target="uniform")(pool, scores.pool * 3, fake_ctx(2))
-    with pytest.raises(UserError, match="sampler.target"):
-        DifficultyGuided(target="hard")
+        DifficultyGuided(target="uniform")(pool, Scores(scores.pool * 3), fake_ctx(2))
+    with pytest.raises(UserError, match="sampler.target: input should be 'real' or 'uniform'"):
+        build({"_target_": "distillkit.samplers.difficulty_guided.DifficultyGuided", "target": "hard"}, "sampler")
 
 
 # the scorer
 
 
+def teacher_ctx(tmp_path, teacher):
+    real_images, real_labels = torch.randn(5, 1, 4, 4), torch.tensor([2, 1, 0, 0, 1])
+    return StubContext(1, num_classes=3, cache_dir=tmp_path, train_images=real_images, train_labels=real_labels,
+                       role_values={"teacher": teacher})
+
+
 def test_classifier_difficulty_is_one_minus_the_true_class_probability(tmp_path):
     teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     pool = SyntheticSet(torch.randn(9, 1, 4, 4), torch.tensor([0, 1, 2] * 3))
-    real_images, real_labels = torch.randn(5, 1, 4, 4), torch.tensor([2, 1, 0, 0, 1])
-    ctx = types.SimpleNamespace(teacher=teacher, teacher_spec={"name": "linear"}, device=torch.device("cpu"),
-                                train_images=real_images, train_labels=real_labels, cache=Cache(tmp_path))
+    ctx = teacher_ctx(tmp_path, teacher)
+    real_images, real_labels = ctx.train_images, ctx.train_labels
     scores = ClassifierDifficulty(batch_size=4)(pool, ctx)
 
     def difficulty(images, labels):
@@ -185,38 +192,46 @@ def test_classifier_difficulty_is_one_minus_the_true_class_probability(tmp_path)
 def test_real_difficulty_is_scored_once_per_teacher(tmp_path):
     teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     pool = SyntheticSet(torch.randn(3, 1, 4, 4), torch.tensor([0, 1, 2]))
-    real_images, real_labels = torch.randn(5, 1, 4, 4), torch.tensor([2, 1, 0, 0, 1])
-    ctx = types.SimpleNamespace(teacher=teacher, teacher_spec={"name": "linear"}, device=torch.device("cpu"),
-                                train_images=real_images, train_labels=real_labels, cache=Cache(tmp_path))
+    ctx = teacher_ctx(tmp_path, teacher)
     first = ClassifierDifficulty()(pool, ctx).real
     with torch.no_grad():
         teacher[1].weight[0].add_(1.0)  # a cached teacher cannot change: any rescoring would show
     assert torch.equal(ClassifierDifficulty()(pool, ctx).real, first)
-    ctx.teacher_spec = {"name": "another"}
+    ctx.roles.roles["teacher"] = StubRole(teacher, {"name": "another"})
     assert not torch.allclose(ClassifierDifficulty()(pool, ctx).real, first)
+
+
+def test_the_pool_report_needs_no_teacher_unless_the_method_scores_with_one(tmp_path):
+    """dgs_pool_random draws at random: nothing in its run may train a teacher (not even for a report)."""
+    results = execute(compose(*TINY, "method=dgs_pool_random", "ipc=1"), tmp_path)
+    assert results["roles"].keys() == {"diffusion"} and not (tmp_path / "pool_quality.json").exists()
 
 
 # the diffusion pool
 
 
 def tiny_ctx(tmp_path, *overrides):
-    cfg = compose(*TINY, "method=dgs", "ipc=1", *overrides)
-    return make_context(cfg, tmp_path, NoTracker())
+    return tiny_context(tmp_path, "method=dgs", "ipc=1", *overrides)
 
 
-def local_pool(cfg, **changes):
-    node = dict(cfg.generator)
-    node.pop("_target_")
-    return DiffusionPool(**{**node, **changes})
+def diffusion_role(ctx, pipeline=None, **changes) -> DiffusionRole:
+    """The run's diffusion role with ``changes`` (and a ready ``pipeline``), in place of the configured one."""
+    node = {**OmegaConf.to_container(ctx.cfg.roles.diffusion, resolve=True), **changes}
+    ctx.roles.roles["diffusion"] = role = build(node, "roles.diffusion", pipeline=pipeline)
+    return role
+
+
+def pool_generator(ctx, **changes) -> DiffusionPool:
+    return build({**OmegaConf.to_container(ctx.cfg.generator, resolve=True), **changes}, "generator")
 
 
 @pytest.mark.parametrize("zca", [False, True])
 def test_model_space_round_trip_returns_the_real_images(zca, tmp_path):
     ctx = tiny_ctx(tmp_path, f"dataset.zca={zca}")
     images = ctx.train_images[:20]
-    pixels = diffusion_pool.to_model_space(images, ctx.data)
+    pixels = to_model_space(images, ctx.data)
     assert pixels.min() >= -1 and pixels.max() <= 1
-    assert torch.allclose(diffusion_pool.from_pixels((pixels + 1) / 2, ctx.data), images, atol=1e-3)
+    assert torch.allclose(from_pixels((pixels + 1) / 2, ctx.data), images, atol=1e-3)
 
 
 def test_padding_lets_every_unet_level_halve_the_image():
@@ -227,7 +242,7 @@ def test_padding_lets_every_unet_level_halve_the_image():
 
 
 def test_unet_with_attention_keeps_the_image_shape():
-    unet = diffusion_pool.build_unet({"width": 8, "channel_mult": [1, 2], "layers_per_block": 1, "attention": True},
+    unet = build_unet({"width": 8, "channel_mult": [1, 2], "layers_per_block": 1, "attention": True},
                                      3, 4, (8, 8))
     assert unet.down_blocks[-1].attentions and unet.up_blocks[0].attentions
     out = unet(torch.randn(2, 3, 8, 8), torch.tensor([3, 500]), class_labels=torch.tensor([0, 4])).sample
@@ -235,39 +250,35 @@ def test_unet_with_attention_keeps_the_image_shape():
 
 
 def test_local_pool_trains_once_and_generates_labelled_images(tmp_path, monkeypatch):
-    ctx = tiny_ctx(tmp_path, "generator.unet.channel_mult=[1,2,2,2]")  # 8×8 digits through 4 levels
-    pool = local_pool(ctx.cfg)(ctx)
+    ctx = tiny_ctx(tmp_path, "roles.diffusion.unet.channel_mult=[1,2,2,2]")  # 8×8 digits through 4 levels
+    pool = pool_generator(ctx)(ctx)
     assert pool.images.shape == (50, 1, 8, 8) and torch.isfinite(pool.images).all()
     assert pool.per_class_counts(10) == [5] * 10
-    quality = json.loads((tmp_path / "pool_quality.json").read_text())["teacher_accuracy"]
-    assert set(quality["per_class"]) == set(ctx.data.classes) and 0 <= quality["mean"] <= 100
     assert SyntheticSet.load(tmp_path / "pool.safetensors").images.shape == pool.images.shape
     assert (tmp_path / "pool_grid.png").is_file()
 
     def no_training(*args, **kwargs):
         raise AssertionError("the UNet should come from the cache")
 
-    monkeypatch.setattr(diffusion_pool, "train_unet", no_training)
-    assert torch.equal(local_pool(ctx.cfg)(ctx).images, pool.images)  # the cached pool
-    other_seed = tiny_ctx(tmp_path / "s1", "generator.unet.channel_mult=[1,2,2,2]", "seed=1")
-    assert not torch.equal(local_pool(other_seed.cfg)(other_seed).images, pool.images)  # same UNet, new pool
+    monkeypatch.setattr(diffusion_roles, "train_denoiser", no_training)
+    assert torch.equal(pool_generator(ctx)(ctx).images, pool.images)  # the cached pool
+    other_seed = tiny_ctx(tmp_path / "s1", "roles.diffusion.unet.channel_mult=[1,2,2,2]", "seed=1")
+    assert not torch.equal(pool_generator(other_seed)(other_seed).images, pool.images)  # same UNet, new pool
 
 
 def test_unet_cache_key_records_the_precision_that_runs(tmp_path):
     """A bf16 UNet (CUDA, or a CPU with bf16 units) never answers for an fp32 one, nor the other way round."""
     ctx = tiny_ctx(tmp_path)
-    specs = {amp: local_pool(ctx.cfg, amp=amp).model_spec(ctx) for amp in (True, False)}
+    specs = {amp: diffusion_role(ctx, amp=amp).spec(ctx) for amp in (True, False)}
     assert "amp" not in specs[True]  # the switch alone would read the same on hosts that ignore it
-    assert specs[False]["bf16"] is False
-    assert specs[True]["bf16"] == bf16_applies(torch.device("cpu"), True, on_cpu=True)
+    assert specs[False]["precision"] == "fp32"
+    assert specs[True]["precision"] == ("bf16" if bf16_applies(torch.device("cpu"), True, on_cpu=True) else "fp32")
 
 
 def unet_training_inputs(ctx):
-    from omegaconf import OmegaConf
-
-    train = OmegaConf.to_container(ctx.cfg.generator.train, resolve=True)
-    unet = diffusion_pool.build_unet(OmegaConf.to_container(ctx.cfg.generator.unet, resolve=True), 1, 10, (8, 8))
-    pixels = diffusion_pool.to_model_space(ctx.train_images, ctx.data)
+    train = OmegaConf.to_container(ctx.cfg.roles.diffusion.train, resolve=True)
+    unet = build_unet(OmegaConf.to_container(ctx.cfg.roles.diffusion.unet, resolve=True), 1, 10, (8, 8))
+    pixels = to_model_space(ctx.train_images, ctx.data)
     return unet, pixels, train
 
 
@@ -282,10 +293,11 @@ def test_unet_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(type(unet), "save_pretrained", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_unet(unet, pixels, ctx.train_labels, 10, {**train, "steps": 2, "checkpoint_every": 2}, folder, 0, False)
-    assert torch.load(folder / "checkpoint.pt", weights_only=True)["step"] == 2
+        train_denoiser(unet, pixels, ctx.train_labels, 10, {**train, "steps": 2, "checkpoint_every": 2}, folder, 0,
+                       False)
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["position"] == 2
     monkeypatch.undo()
-    train_unet(unet, pixels, ctx.train_labels, 10, {**train, "steps": 4, "checkpoint_every": 2}, folder, 0, False)
+    train_denoiser(unet, pixels, ctx.train_labels, 10, {**train, "steps": 4, "checkpoint_every": 2}, folder, 0, False)
     history = json.loads((folder / "training.json").read_text())["loss"]
     assert [h["step"] for h in history] == [2, 4] and not (folder / "checkpoint.pt").exists()
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
@@ -295,7 +307,7 @@ def test_nan_diffusion_loss_is_a_diverged_error(tmp_path):
     ctx = tiny_ctx(tmp_path)
     unet, pixels, train = unet_training_inputs(ctx)
     with pytest.raises(DivergedError, match="diffusion training"):
-        train_unet(unet, pixels * float("nan"), ctx.train_labels, 10, train, tmp_path, 0, False)
+        train_denoiser(unet, pixels * float("nan"), ctx.train_labels, 10, train, tmp_path, 0, False)
 
 
 def tiny_dit_pipeline():
@@ -313,22 +325,22 @@ def tiny_dit_pipeline():
 def test_pretrained_pipeline_path_resizes_and_normalises(tmp_path):
     ctx = tiny_ctx(tmp_path)
     class_map = {str(d): 100 + d for d in range(10)}
-    generator = local_pool(ctx.cfg, source="pretrained", pipeline=tiny_dit_pipeline(), batch_size=16,
-                           pretrained={"model_id": None, "class_map": class_map})
-    pool = generator(ctx)
+    diffusion_role(ctx, source="pretrained", pipeline=tiny_dit_pipeline(),
+                   pretrained={"model_id": None, "class_map": class_map})
+    pool = pool_generator(ctx, batch_size=16)(ctx)
     assert pool.images.shape == (50, 1, 8, 8) and pool.per_class_counts(10) == [5] * 10
     pixels = ctx.data.denormalise(pool.images)
     assert torch.isfinite(pixels).all() and pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    role = diffusion_role(ctx, source="pretrained", pipeline=tiny_dit_pipeline(), pretrained={"class_map": {"0": 1}})
     with pytest.raises(UserError, match="no label for class"):
-        local_pool(ctx.cfg, source="pretrained", pipeline=tiny_dit_pipeline(),
-                   pretrained={"class_map": {"0": 1}})(ctx)
+        role.materialise(ctx)
 
 
-def test_generator_config_errors_are_user_errors():
-    with pytest.raises(UserError, match="generator.source"):
-        DiffusionPool(source="gan")
-    with pytest.raises(UserError, match="pool_factor"):
-        DiffusionPool(pool_factor=0)
+def test_config_errors_name_their_key():
+    with pytest.raises(UserError, match="roles.diffusion.source: input should be 'local' or 'pretrained'"):
+        build({"_target_": "distillkit.roles.diffusion.DiffusionRole", "source": "gan"}, "roles.diffusion")
+    with pytest.raises(UserError, match="generator.pool_factor: input should be greater than or equal to 1"):
+        build({"_target_": "distillkit.generators.diffusion_pool.DiffusionPool", "pool_factor": 0}, "generator")
 
 
 # end to end
@@ -337,7 +349,9 @@ def test_generator_config_errors_are_user_errors():
 def test_dgs_smoke_run_writes_results_difficulty_plot_and_pool(tmp_path):
     results = execute(compose(*TINY, "method=dgs", "ipc=2"), tmp_path)
     assert results["method"] == "dgs" and results["images_per_class"] == [2] * 10
-    assert set(results["seconds"]) >= {"generator", "scorer", "sampler", "evaluator"}
+    assert set(results["seconds"]) >= {"roles", "generator", "scorer", "sampler", "evaluator"}
+    quality = json.loads((tmp_path / "pool_quality.json").read_text())["teacher_accuracy"]
+    assert set(quality["per_class"]) == {str(d) for d in range(10)} and 0 <= quality["mean"] <= 100
     assert SyntheticSet.load(tmp_path / "pool.safetensors").per_class_counts(10) == [10] * 10
     assert Image.open(tmp_path / "difficulty.png").size[0] > 0
     assert len(json.loads((tmp_path / "difficulty.json").read_text())["classes"]) == 10

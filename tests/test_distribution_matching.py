@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from conftest import TINY, compose
 from distillkit.data.augment import DSA
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import DivergedError, UserError
@@ -16,8 +15,10 @@ from distillkit.generators.distribution_matching import (
     CHECKPOINT_NAME, GRID_FOLDER, AgentProbe, augment_per_class, correlation_loss, diversity_loss,
     embedding_mean_loss, moments_loss, parameters_not_reinitialised, reinitialise, style_statistics)
 from distillkit.models import create_model
-from distillkit.run import build, execute, make_context
+from distillkit.run import execute, make_context, plan
 from distillkit.tracking import NoTracker
+from distillkit.validation import build
+from support import TINY, compose, tiny_context
 
 
 class RecordingTracker(NoTracker):
@@ -35,7 +36,7 @@ def start(run_dir, *overrides, method="dm", tracker=None):
     """A generator, its context on the tiny digits set (3 images per class), and its tracker."""
     cfg = compose(*TINY, f"method={method}", "ipc=3", *overrides)
     tracker = tracker or RecordingTracker()
-    return build(cfg.generator), make_context(cfg, run_dir, tracker), tracker
+    return build(cfg.generator, "generator"), make_context(cfg, run_dir, plan(cfg).roles, tracker), tracker
 
 
 # ---- the loss terms --------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def test_dm_through_the_pipeline_writes_a_distilled_set(tmp_path):
     assert results["method"] == "dm" and results["images_per_class"] == [2] * 10
     assert json.loads((tmp_path / "results.json").read_text())["config"]["generator"]["iterations"] == 5
     distilled = SyntheticSet.load(tmp_path / "distilled.safetensors")
-    real = make_context(compose(*TINY), tmp_path).train_images
+    real = tiny_context(tmp_path).train_images
     assert not any(torch.equal(image, r) for image in distilled.images for r in real)  # the pixels moved
     assert (tmp_path / CHECKPOINT_NAME).is_file()
 
@@ -313,13 +314,21 @@ def test_nan_raises_diverged_error_naming_iteration_and_last_checkpoint(tmp_path
         run.images[0, 0, 0, 0] = float("nan")
     with pytest.raises(DivergedError, match=rf"iteration 3: .*last good checkpoint: {tmp_path / CHECKPOINT_NAME}"):
         run.run_to(6)
-    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["iteration"] == 2
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["position"] == 2
 
 
 def test_nan_before_any_checkpoint_says_so(tmp_path):
-    generator, ctx, _ = start(tmp_path, "generator.lr_img=nan", "generator.log_every=1")
+    generator, ctx, _ = start(tmp_path, "generator.log_every=1")
+    run = generator.start(ctx)
+    with torch.no_grad():
+        run.images[0, 0, 0, 0] = float("nan")
     with pytest.raises(DivergedError, match="iteration 1: .*no checkpoint was written yet"):
-        generator(ctx)
+        run.run_to(2)
+
+
+def test_a_nan_pixel_lr_is_refused_before_anything_runs(tmp_path):
+    with pytest.raises(UserError, match=r"generator.lr_img: input should be greater than 0 \(got nan\)"):
+        start(tmp_path, "generator.lr_img=nan")
 
 
 def test_exploding_matching_loss_raises_diverged_error(tmp_path):

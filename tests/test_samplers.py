@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 
@@ -11,10 +9,11 @@ from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
 from distillkit.generators.real import RealPool
 from distillkit.samplers.coreset import HerdingSampler, KCenterSampler, RandomSampler
+from support import StubContext
 
 
 def fake_ctx(ipc, num_classes=3, seed=0):
-    return types.SimpleNamespace(ipc=ipc, seed=seed, data=types.SimpleNamespace(num_classes=num_classes))
+    return StubContext(ipc, num_classes=num_classes, seed=seed)
 
 
 def pool(per_class=(7, 5, 9)):

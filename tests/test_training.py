@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TINY, compose
+from support import TINY, compose
 from distillkit.data.augment import DSA
 from distillkit.errors import DivergedError
 from distillkit.models import create_model

@@ -10,30 +10,34 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, compose
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
-from distillkit.experts import CACHE_KIND, TRAJECTORY_FILE, ExpertTrajectories, Trajectory
 from distillkit.generators.trajectory_matching import (
     CHECKPOINT_NAME, MaskedSGD, kept_elements, matching_loss, unroll_checkpointed, unroll_full)
 from distillkit.models import create_model
-from distillkit.run import build, execute, make_context
+from distillkit.roles import experts as experts_module
+from distillkit.roles.experts import CACHE_KIND, TRAJECTORY_FILE, ExpertTrajectories, Trajectory
+from distillkit import run as pipeline
+from distillkit.run import execute
 from distillkit.samplers.curriculum import CurriculumSampler
 from distillkit.scorers.training_dynamics import EL2N, GraNd
-from distillkit.tracking import NoTracker
 from distillkit.training import bf16_applies
+from distillkit.validation import build
+from support import TINY, compose, tiny_context
 
 
 def setup(run_dir, *overrides, method="mtt"):
     """The generator and its context on tiny digits (30 images per class, ipc 2), in fp32: these tests
     check the mathematics to 1e-5 and below, under bf16's rounding (on CPUs with bf16 units) they could not."""
-    cfg = compose(*TINY, f"method={method}", "ipc=2", "generator.amp=false", *overrides)
-    return build(cfg.generator), make_context(cfg, run_dir, NoTracker())
+    ctx = tiny_context(run_dir, f"method={method}", "ipc=2", "generator.amp=false", *overrides)
+    generator = build(ctx.cfg.generator, "generator")
+    generator.check(ctx)
+    return generator, ctx
 
 
 def started(run_dir, *overrides, method="mtt"):
     generator, ctx = setup(run_dir, *overrides, method=method)
-    return generator, ctx, generator.start(ctx, generator.experts.prepare(ctx))
+    return generator, ctx, generator.start(ctx, ctx.role("experts"))
 
 
 # ---- the curriculum ------------------------------------------------------------------------------
@@ -64,17 +68,18 @@ def test_curriculum_follows_the_schedule_with_each_class_own_size():
 
 
 def test_curriculum_rejects_an_impossible_schedule():
-    with pytest.raises(UserError, match="add_end_epoch <= remove_first_epoch"):
-        CurriculumSampler(add_end_epoch=30, remove_first_epoch=20)
+    with pytest.raises(UserError, match="add_end_epoch: the curriculum needs add_end_epoch <= remove_first_epoch"):
+        build({"_target_": "distillkit.samplers.curriculum.CurriculumSampler", "add_end_epoch": 30,
+               "remove_first_epoch": 20}, "sampler")
 
 
 # ---- scorers -----------------------------------------------------------------------------------------
 
 def test_el2n_and_grand_match_their_definitions(tmp_path):
-    ctx = make_context(compose(*TINY), tmp_path, NoTracker())
+    ctx = tiny_context(tmp_path)
     pool = SyntheticSet(ctx.train_images[:6], ctx.train_labels[:6])
-    el2n = EL2N(num_models=1, epochs=1, seed=3)(pool, ctx)
-    grand = GraNd(num_models=1, epochs=0, seed=3)(pool, ctx)
+    el2n = EL2N(num_models=1, epochs=1, seed=3)(pool, ctx).pool
+    grand = GraNd(num_models=1, epochs=0, seed=3)(pool, ctx).pool
     torch.manual_seed(3)
     model = ctx.build_model("convnet").eval()  # GraNd at initialisation: the same network the scorer drew
     for i in range(2):
@@ -164,32 +169,36 @@ def test_masked_sgd_is_torch_sgd_when_accepted_and_a_no_op_otherwise():
 
 
 def test_start_window_grows_from_initial_to_max(tmp_path):
-    generator, _ = setup(tmp_path, "generator.max_start_epoch=2", "+generator.start_window.initial=1",
+    generator, _ = setup(tmp_path, "generator.max_start_epoch=2", "generator.start_window.initial=1",
                          "generator.start_window.grow_until=4", "budget.tm_expert_train_epochs=4")
     assert [generator.start_epoch_bound(i) for i in (0, 3, 4, 100)] == [1, 1, 2, 2]
-    with pytest.raises(UserError, match="max_start_epoch=9 with expert_epochs=2 needs experts trained at least 10"):
+    with pytest.raises(UserError, match="generator.max_start_epoch: 9 with expert_epochs=2 needs experts trained at "
+                                        "least 10 epochs"):
         setup(tmp_path, "generator.max_start_epoch=9")
 
 
 # ---- expert trajectories -----------------------------------------------------------------------------
 
 def trajectories(tmp_path, cache, *overrides, method="mtt"):
-    generator, ctx = setup(tmp_path, f"cache.dir={cache}", *overrides, method=method)
-    return generator.experts, ctx
+    ctx = tiny_context(tmp_path, f"method={method}", "ipc=2", f"cache.dir={cache}", *overrides)
+    return ctx.roles.role("experts"), ctx
 
 
 def test_experts_trained_in_two_shards_equal_the_unsharded_experts(tmp_path, monkeypatch):
     sharded = tmp_path / "sharded"
     for index in (0, 1):
-        experts, ctx = trajectories(tmp_path, sharded, f"generator.experts.shard.index={index}",
-                                    "generator.experts.shard.count=2", "budget.tm_num_experts=3")
-        assert experts.shard_members() == [index, index + 2][:2 - index]
-        assert experts.prepare(ctx) is None  # a shard job ends with its own experts
+        experts, ctx = trajectories(tmp_path, sharded, f"roles.experts.shard.index={index}",
+                                    "roles.experts.shard.count=2", "budget.tm_num_experts=3")
+        assert experts.shard_members() == [index, index + 2][:2 - index] and experts.partial
+        experts.prepare(ctx)
+        if index == 0:  # expert 1 is the other shard's, which has not run yet
+            with pytest.raises(UserError, match=r"experts \[1\] are not in the cache yet"):
+                experts.materialise(ctx)
     experts, ctx = trajectories(tmp_path, tmp_path / "whole", "budget.tm_num_experts=3")
-    whole = experts.prepare(ctx)
+    whole, _ = experts.materialise(ctx)
     experts, ctx = trajectories(tmp_path, sharded, "budget.tm_num_experts=3")
     monkeypatch.setattr(ExpertTrajectories, "train_expert", lambda *a: pytest.fail("the merge run retrained"))
-    merged = experts.prepare(ctx)
+    merged, _ = experts.materialise(ctx)
     for a, b in zip(whole, merged):
         assert a.path != b.path and a.epochs == 3
         assert all(torch.equal(a.parameters_at(e, "cpu"), b.parameters_at(e, "cpu")) for e in range(4))
@@ -201,28 +210,28 @@ def test_expert_cache_key_records_the_precision_that_ran(tmp_path):
     """bf16 experts (CUDA, or a CPU with bf16 units) never answer for fp32 ones, nor the other way round."""
     keys = {}
     for amp in (True, False):
-        experts, ctx = trajectories(tmp_path, tmp_path / "cache", f"generator.experts.amp={amp}")
-        keys[amp] = experts.expert_spec(ctx, 0)["train"]
-        assert "amp" not in keys[amp]  # the switch alone would read the same on hosts that ignore it
-    assert keys[False]["bf16"] is False
-    assert keys[True]["bf16"] == bf16_applies(torch.device("cpu"), True, on_cpu=True)
+        experts, ctx = trajectories(tmp_path, tmp_path / "cache", f"roles.experts.amp={amp}")
+        keys[amp] = experts.expert_spec(ctx, 0)
+        assert "amp" not in keys[amp]["train"]  # the switch alone would read the same on hosts that ignore it
+    assert keys[False]["precision"] == "fp32"
+    assert keys[True]["precision"] == ("bf16" if bf16_applies(torch.device("cpu"), True, on_cpu=True) else "fp32")
 
 
 def test_curriculum_expert_cache_key_records_the_precision_of_its_scoring_networks(tmp_path):
     """PAD's EL2N networks train in bf16 where the experts do: their precision is part of the expert's key."""
     keys = {}
     for amp in (True, False):
-        experts, ctx = trajectories(tmp_path, tmp_path / "cache", f"generator.experts.curriculum.scorer.amp={amp}",
+        experts, ctx = trajectories(tmp_path, tmp_path / "cache", f"roles.experts.curriculum.scorer.amp={amp}",
                                     method="pad")
-        keys[amp] = experts.expert_spec(ctx, 0)["curriculum"]["scorer"]["train"]
-        assert "amp" not in keys[amp]
-    assert keys[False]["bf16"] is False
-    assert keys[True]["bf16"] == bf16_applies(torch.device("cpu"), True, on_cpu=True)
+        keys[amp] = experts.expert_spec(ctx, 0)["curriculum"]["scorer"]["networks"][0]
+        assert "amp" not in keys[amp]["train"]
+    assert keys[False]["precision"] == "fp32"
+    assert keys[True]["precision"] == ("bf16" if bf16_applies(torch.device("cpu"), True, on_cpu=True) else "fp32")
 
 
 def test_an_interrupted_expert_resumes_to_the_same_trajectory(tmp_path, monkeypatch):
     experts, ctx = trajectories(tmp_path, tmp_path / "straight", "budget.tm_num_experts=1")
-    straight = experts.prepare(ctx)[0]
+    straight = experts.materialise(ctx)[0][0]
 
     experts, ctx = trajectories(tmp_path, tmp_path / "resumed", "budget.tm_num_experts=1")
     save = ExpertTrajectories._save_epoch
@@ -239,15 +248,13 @@ def test_an_interrupted_expert_resumes_to_the_same_trajectory(tmp_path, monkeypa
     assert sorted(p.name for p in partial.iterdir()) == [f"epoch_00{e}.safetensors" for e in range(3)]
     monkeypatch.setattr(ExpertTrajectories, "_save_epoch", staticmethod(save))
     torch.manual_seed(999)  # whatever happened in between must not matter
-    resumed = experts.prepare(ctx)[0]
+    resumed = experts.materialise(ctx)[0][0]
     assert sorted(p.name for p in resumed.path.parent.iterdir()) == ["spec.json", TRAJECTORY_FILE]
     assert all(torch.equal(straight.parameters_at(e, "cpu"), resumed.parameters_at(e, "cpu")) for e in range(4))
 
 
 def test_curriculum_experts_are_other_cache_entries_and_see_the_scheduled_subsets(tmp_path, monkeypatch):
     seen = []
-    from distillkit import experts as experts_module
-
     real_train = experts_module.train_classifier
 
     def recording(model, images, labels, *args, **kwargs):
@@ -266,7 +273,7 @@ def test_curriculum_experts_are_other_cache_entries_and_see_the_scheduled_subset
 
 def test_trajectory_rows_are_read_from_disk(tmp_path):
     experts, ctx = trajectories(tmp_path, tmp_path / "cache", "budget.tm_num_experts=1")
-    trajectory = experts.prepare(ctx)[0]
+    trajectory = experts.materialise(ctx)[0][0]
     reopened = Trajectory(trajectory.path)
     model = create_model("convnet", 1, 10, (8, 8))
     assert reopened.num_parameters == sum(p.numel() for p in model.parameters())
@@ -328,8 +335,11 @@ def test_smoke_run_through_the_pipeline_writes_valid_artefacts(tmp_path, method)
 
 
 def test_a_shard_job_trains_its_experts_and_stops(tmp_path):
-    results = execute(compose(*TINY, "method=mtt", "generator.experts.shard.index=1",
-                              "generator.experts.shard.count=2"), tmp_path)
-    assert results["status"] == "generator_only" and "accuracy" not in results
+    shard = ("method=mtt", "roles.experts.shard.index=1", "roles.experts.shard.count=2")
+    results = execute(compose(*TINY, *shard, "schedule.stop_after=prepare"), tmp_path)
+    assert results["status"] == "prepared" and "accuracy" not in results
     assert not (tmp_path / "distilled.safetensors").exists()
-    assert json.loads((tmp_path / "results.json").read_text())["status"] == "generator_only"
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "prepared"
+    ctx = tiny_context(tmp_path, *shard)  # a shard job that would go on to distil from half the experts
+    with pytest.raises(UserError, match="schedule.stop_after: roles.experts trains only a shard"):
+        pipeline.check(pipeline.plan(ctx.cfg), ctx)

@@ -11,11 +11,15 @@ import gzip
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 
+from pydantic import Field
+
 from distillkit.errors import UserError
+from distillkit.validation import Float, Int, PositiveFloat, PositiveInt
 
 FASHION_MNIST_SYSTEM_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -253,6 +257,38 @@ def load_imagefolder(cfg) -> RealData:
     return RealData(cfg.name, _normalise(train[0], cfg.mean, cfg.std), train[1].long(),
                     _normalise(test[0], cfg.mean, cfg.std), test[1].long(), names,
                     tuple(cfg.mean), tuple(cfg.std), extra={"folder_classes": classes})
+
+
+@dataclass
+class DatasetSettings:
+    """The types and ranges of the keys dataset configs share (``conf/dataset``); a loader's own extra
+    keys pass through unchecked here and are checked by the loader."""
+
+    name: str
+    loader: str
+    train_per_class: PositiveInt | None = None
+    test_per_class: PositiveInt | None = None
+    zca: bool = False
+    zca_eps: PositiveFloat = 0.1
+    mean: list[Float] | None = None
+    std: list[PositiveFloat] | None = None
+    image_size: PositiveInt | None = None
+    test_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.25
+    split_seed: Int = 0
+    download: bool = True
+
+
+def check_dataset(cfg) -> None:
+    """Check the dataset config's shared keys; one ConfigError naming the key."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from distillkit.validation import explain, plain
+
+    settings = {k: v for k, v in plain(cfg).items() if k in DatasetSettings.__dataclass_fields__}
+    try:
+        TypeAdapter(DatasetSettings).validate_python(settings)
+    except ValidationError as err:
+        raise explain(err).under("dataset") from None
 
 
 # Keys that say where a dataset is read from, not what it contains.

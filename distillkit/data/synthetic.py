@@ -22,6 +22,13 @@ FORMAT = "distillkit.synthetic/1"
 
 @dataclass
 class SyntheticSet:
+    """A labelled image set in the dataset's normalised space: a generator's pool, a sampler's choice, the
+    distilled set a run saves (``save`` / ``load``), or a replay buffer's contents.
+
+    ``soft_labels`` (N×K logits), when present, are what an evaluator with ``labels: auto`` trains on;
+    ``lr`` is a learned evaluation lr (trajectory matching); ``meta`` is what the file's header records.
+    """
+
     images: torch.Tensor
     labels: torch.Tensor
     soft_labels: torch.Tensor | None = None
@@ -35,6 +42,14 @@ class SyntheticSet:
         indices = indices.to(self.labels.device)
         soft = self.soft_labels[indices] if self.soft_labels is not None else None
         return replace(self, images=self.images[indices], labels=self.labels[indices], soft_labels=soft)
+
+    def concat(self, other: "SyntheticSet") -> "SyntheticSet":
+        """This set followed by ``other`` (both with soft labels or neither); this set's lr and metadata."""
+        if (self.soft_labels is None) != (other.soft_labels is None):
+            raise UserError("cannot join a set with soft labels to one without")
+        soft = None if self.soft_labels is None else torch.cat([self.soft_labels, other.soft_labels])
+        return replace(self, images=torch.cat([self.images, other.images]), labels=torch.cat([self.labels, other.labels]),
+                       soft_labels=soft)
 
     def to(self, device) -> "SyntheticSet":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731

@@ -2,59 +2,64 @@
 
 Every protocol choice is a constructor argument mirrored in ``conf/evaluator/classifier.yaml``.
 Seeds ``seed, seed+1, …`` each train one fresh model per architecture; the reported number is
-the accuracy of the final checkpoint, as mean ± std over seeds.
+the accuracy of the final checkpoint, as mean ± std over seeds (metric ``accuracy``, of the first
+model; every model's in ``details.per_model``).
 
-Each finished (model, seed) goes to ``run_dir/eval_progress.json`` at once, under a fingerprint of
-the distilled set and the protocol, so a run interrupted during a long evaluation (IPC 50 on a CPU:
-minutes per seed) resumes at the first unfinished seed instead of starting over.
+Each finished (model, seed) goes to ``run_dir/eval_progress.json`` at once (a
+:class:`~distillkit.checkpoint.Checkpoint` under a fingerprint of the distilled set and the protocol),
+so a run interrupted during a long evaluation (IPC 50 on a CPU: minutes per seed) resumes at the
+first unfinished seed instead of starting over.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import statistics
 from pathlib import Path
+from typing import Literal
 
 import torch
 
+from distillkit.checkpoint import Checkpoint
 from distillkit.data.augment import DSA
-from distillkit.data.datasets import dataset_identity
 from distillkit.errors import UserError
-from distillkit.io import write_json
-from distillkit.training import TrainSpec, accuracy, train_classifier
+from distillkit.stages import EvalReport, Evaluator, Metric
+from distillkit.training import OPTIMIZERS, SCHEDULES, TrainSpec, accuracy, train_classifier
+from distillkit.validation import (Int, ModelSpec, NonNegativeFloat, PositiveFloat, PositiveInt, ConfigError, plain,
+                                   validated)
 
 log = logging.getLogger("distillkit")
-
 
 PROGRESS_NAME = "eval_progress.json"
 
 
-def summarise(runs: list[float]) -> dict:
-    return {"mean": statistics.fmean(runs), "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0,
-            "runs": runs}
+class ClassifierEvaluator(Evaluator):
+    primary_metric = "accuracy"
+    higher_is_better = True
 
-
-class ClassifierEvaluator:
-    def __init__(self, models=("convnet",), epochs: int = 1000, lr: float = 0.01, use_learned_lr: bool = True,
-                 optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 5e-4,
-                 batch_size: int = 256, schedule: str = "step_half", dsa: bool = True,
-                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", labels: str = "auto",
-                 soft_label_temperature: float = 1.0, num_seeds: int = 3, seed: int = 0,
-                 checkpoint: str = "final", amp: bool = True, test_batch_size: int = 2048):
-        if labels not in ("auto", "hard", "soft"):
-            raise UserError(f"evaluator.labels must be auto, hard or soft (got '{labels}')")
+    @validated
+    def __init__(self, models: list[ModelSpec] = ("convnet",), epochs: PositiveInt = 1000, lr: PositiveFloat = 0.01,
+                 use_learned_lr: bool = True, optimizer: Literal[OPTIMIZERS] = "sgd", momentum: NonNegativeFloat = 0.9,
+                 weight_decay: NonNegativeFloat = 5e-4, batch_size: PositiveInt = 256,
+                 schedule: Literal[SCHEDULES] = "step_half", dsa: bool = True,
+                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", labels: Literal["auto", "hard", "soft"] = "auto",
+                 soft_label_temperature: PositiveFloat = 1.0, num_seeds: PositiveInt = 3, seed: Int = 0,
+                 checkpoint: str = "final", amp: bool = True, test_batch_size: PositiveInt = 2048):
         if checkpoint != "final":
-            raise UserError("evaluator.checkpoint: only 'final' is reported (best-on-test is not a fair protocol)")
-        if int(num_seeds) < 1 or int(epochs) < 1:
-            raise UserError("evaluator.num_seeds and evaluator.epochs must be at least 1")
-        self.models = [models] if isinstance(models, str) else list(models)
-        self.spec = TrainSpec(epochs=int(epochs), lr=lr, batch_size=int(batch_size), optimizer=optimizer,
+            raise ConfigError("checkpoint", "only 'final' is reported (best-on-test is not a fair protocol)")
+        if not models:
+            raise ConfigError("models", "needs at least one model")
+        self.models = [plain(m) for m in models]
+        self.spec = TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                               momentum=momentum, weight_decay=weight_decay, schedule=schedule, amp=amp)
         self.use_learned_lr, self.labels, self.temperature = use_learned_lr, labels, soft_label_temperature
         self.dsa_strategy = dsa_strategy if dsa else None
-        self.num_seeds, self.seed, self.test_batch_size = int(num_seeds), int(seed), int(test_batch_size)
+        self.num_seeds, self.seed, self.test_batch_size = num_seeds, seed, test_batch_size
+
+    def check(self, ctx) -> None:
+        """Every model must be buildable for the dataset's images (found now, not after distillation)."""
+        for model in self.models:
+            ctx.build_model(model)
 
     def targets(self, distilled) -> torch.Tensor:
         soft = self.labels == "soft" or (self.labels == "auto" and distilled.soft_labels is not None)
@@ -69,19 +74,19 @@ class ClassifierEvaluator:
         digest = hashlib.sha256()
         for tensor in (images, targets):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-        protocol = (self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device),
-                    dataset_identity(ctx.cfg.dataset))
+        protocol = (self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device), ctx.dataset_identity)
         digest.update(repr(protocol).encode())
         return digest.hexdigest()
 
-    def __call__(self, distilled, ctx) -> dict:
+    def __call__(self, distilled, ctx) -> EvalReport:
         distilled = distilled.to(ctx.device)
         images = distilled.images.detach()
         targets = self.targets(distilled).detach()
         lr = float(distilled.lr) if (self.use_learned_lr and distilled.lr is not None) else None
         progress = EvalProgress(ctx.run_dir, self.fingerprint(images, targets, lr, ctx))
         per_model = {}
-        for name in self.models:
+        for model_cfg in self.models:
+            name = self.model_name(model_cfg)
             runs = []
             for s in range(self.seed, self.seed + self.num_seeds):
                 done = progress.get(name, s)
@@ -91,37 +96,47 @@ class ClassifierEvaluator:
                              PROGRESS_NAME)
                     continue
                 torch.manual_seed(s)
-                model = ctx.build_model(name)
+                model = ctx.build_model(model_cfg)
                 augment = DSA(self.dsa_strategy, seed=s) if self.dsa_strategy else None
                 train_classifier(model, images, targets, self.spec, augment=augment, lr=lr,
                                  desc=f"eval {name} seed {s}")
-                runs.append(accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.spec.amp))
+                runs.append(self.test(model, ctx))
                 progress.record(name, s, runs[-1])
                 log.info("eval %s seed %d: %.2f%%", name, s, runs[-1])
-            per_model[name] = summarise(runs)
-        first = per_model[self.models[0]]
-        return {"accuracy": first, "per_model": per_model, "labels": "soft" if targets.dtype.is_floating_point
-                else "hard", "lr": lr if lr is not None else self.spec.lr}
+            per_model[name] = Metric.of(runs)
+        return self.report(per_model, labels="soft" if targets.dtype.is_floating_point else "hard",
+                           lr=lr if lr is not None else self.spec.lr)
+
+    def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
+        """Test networks trained elsewhere (a ``rounds`` learner's) on the real test set."""
+        return self.report({"learner": Metric.of([self.test(model, ctx) for model in models])}, labels=None, lr=None)
+
+    def test(self, model: torch.nn.Module, ctx) -> float:
+        return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.spec.amp)
+
+    def report(self, per_model: dict[str, Metric], labels: str | None, lr: float | None) -> EvalReport:
+        first = next(iter(per_model.values()))
+        details = {"per_model": {k: m.as_dict() for k, m in per_model.items()}, "labels": labels, "eval_lr": lr}
+        return EvalReport({"accuracy": first}, self.primary_metric, self.higher_is_better, details, unit="%")
+
+    @staticmethod
+    def model_name(model_cfg) -> str:
+        return model_cfg if isinstance(model_cfg, str) else str(model_cfg.get("name"))
 
 
 class EvalProgress:
     """Accuracies of finished (model, seed) pairs in the run directory, valid for one fingerprint."""
 
     def __init__(self, run_dir: Path | None, fingerprint: str):
-        self.path = Path(run_dir) / PROGRESS_NAME if run_dir is not None else None
-        self.fingerprint, self.runs = fingerprint, {}
-        if self.path is not None and self.path.is_file():
-            try:
-                saved = json.loads(self.path.read_text())
-            except (OSError, ValueError):
-                saved = {}  # unreadable: evaluate again rather than fail the run
-            if saved.get("fingerprint") == fingerprint:
-                self.runs = dict(saved.get("runs", {}))
+        path = Path(run_dir) / PROGRESS_NAME if run_dir is not None else None
+        # another fingerprint (a changed set or protocol) or an unreadable file: evaluate again, never fail
+        self.checkpoint = Checkpoint(path, "evaluation", {"fingerprint": fingerprint}, on_change="restart")
+        resumed = self.checkpoint.load()
+        self.runs = dict(resumed[1]["runs"]) if resumed is not None else {}
 
     def get(self, model: str, seed: int) -> float | None:
         return self.runs.get(f"{model}/{seed}")
 
     def record(self, model: str, seed: int, accuracy_percent: float) -> None:
         self.runs[f"{model}/{seed}"] = accuracy_percent
-        if self.path is not None:
-            write_json(self.path, {"fingerprint": self.fingerprint, "runs": self.runs})
+        self.checkpoint.save(len(self.runs), {"runs": self.runs})

@@ -21,26 +21,28 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from distillkit.checkpoint import resume_mode
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
-from distillkit.data.datasets import dataset_identity
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
-from distillkit.generators.iterative import IterativeRun, positive_int, resume_mode
+from distillkit.generators.iterative import IterativeRun
+from distillkit.stages import Generator
 from distillkit.training import autocast, bf16_applies
+from distillkit.validation import (ConfigError, ModelSpec, NonNegativeFloat, PositiveFloat, PositiveInt, plain,
+                                   validated)
 
 log = logging.getLogger("distillkit")
 
 TERMS = ("mmd", "moments", "correlation", "diversity")
 STYLE_TERMS = ("moments", "correlation")
 CHECKPOINT_NAME = "dm_checkpoint.pt"
-CHECKPOINT_FORMAT = "distillkit.dm-checkpoint/1"
 GRID_FOLDER = "dm_grids"
 AUTO_REAL_PER_PASS_GPU = 8192  # real images in one forward pass on a GPU (memory-bound)
 STD_EPS = 1e-5  # added to the variance before the square root, as the DDM code does
@@ -236,47 +238,38 @@ def augment_per_class(augment: DSA, real: torch.Tensor, syn: torch.Tensor, group
     return torch.cat([r for r, _ in pairs]), torch.cat([s for _, s in pairs])
 
 
-class DistributionMatching:
+class DistributionMatching(Generator):
     """The generator: ``DistributionMatching(...)(ctx)`` returns the distilled set (``ipc`` per class).
 
     Options mirror ``conf/generator/distribution_matching.yaml``; see ``docs/methods/dm.md``.
     """
 
-    def __init__(self, model="convnet", iterations: int = 20000, batch_real: int = 256, lr_img: float = 1.0,
-                 momentum: float = 0.5, init: str = "real",
-                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", terms: Mapping | None = None,
-                 style_weight: float = 10000.0, moments_weight: float = 1.0, diversity_weight: float = 10.0,
-                 diversity_neighbours: int = 2, style_layer: str = "norm", max_real_per_pass: int | str = "auto",
-                 amp: bool = True, compile: bool = False, log_every: int = 50, grid_every: int = 500, checkpoint_every: int = 250,
-                 resume="auto", explode_factor: float = 1e4):
+    @validated
+    def __init__(self, model: ModelSpec = "convnet", iterations: PositiveInt = 20000, batch_real: PositiveInt = 256,
+                 lr_img: PositiveFloat = 1.0, momentum: NonNegativeFloat = 0.5, init: Literal["real", "noise"] = "real",
+                 dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate", terms: dict[str, bool] | None = None,
+                 style_weight: NonNegativeFloat = 10000.0, moments_weight: NonNegativeFloat = 1.0,
+                 diversity_weight: NonNegativeFloat = 10.0, diversity_neighbours: PositiveInt = 2,
+                 style_layer: Literal["norm", "relu"] = "norm", max_real_per_pass: Literal["auto"] | PositiveInt = "auto",
+                 amp: bool = True, compile: bool = False, log_every: PositiveInt = 50, grid_every: PositiveInt = 500,
+                 checkpoint_every: PositiveInt = 250, resume: str = "auto", explode_factor: PositiveFloat = 1e4):
         terms = dict(terms) if terms is not None else {"mmd": True}
         unknown = set(terms) - set(TERMS)
         if unknown:
-            raise UserError(f"unknown generator.terms {sorted(unknown)} (choose from {', '.join(TERMS)})")
+            raise ConfigError("terms", f"unknown {sorted(unknown)} (choose from {', '.join(TERMS)})")
         self.terms = [t for t in TERMS if terms.get(t, False)]
         if not self.terms:
-            raise UserError("generator.terms: switch on at least one of " + ", ".join(TERMS))
-        if init not in ("real", "noise"):
-            raise UserError(f"generator.init must be real or noise (got '{init}')")
-        if style_layer not in ("norm", "relu"):
-            raise UserError(f"generator.style_layer must be norm or relu (got '{style_layer}')")
-        for name, value in (("iterations", iterations), ("batch_real", batch_real), ("log_every", log_every),
-                            ("grid_every", grid_every), ("checkpoint_every", checkpoint_every),
-                            ("diversity_neighbours", diversity_neighbours)):
-            positive_int(name, value)
-        self.model = model
-        self.iterations, self.batch_real = int(iterations), int(batch_real)
-        self.lr_img, self.momentum, self.init = float(lr_img), float(momentum), init
+            raise ConfigError("terms", "switch on at least one of " + ", ".join(TERMS))
+        self.model = plain(model)
+        self.iterations, self.batch_real = iterations, batch_real
+        self.lr_img, self.momentum, self.init = lr_img, momentum, init
         self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
-        self.style_weight, self.moments_weight = float(style_weight), float(moments_weight)
-        self.diversity_weight, self.diversity_neighbours = float(diversity_weight), int(diversity_neighbours)
-        if max_real_per_pass != "auto" and (isinstance(max_real_per_pass, bool) or not isinstance(max_real_per_pass, int)
-                                            or max_real_per_pass < 1):
-            raise UserError(f"generator.max_real_per_pass must be auto or a positive integer (got {max_real_per_pass!r})")
-        self.style_layer, self.max_real_per_pass, self.amp = style_layer, max_real_per_pass, bool(amp)
-        self.compile = bool(compile)
-        self.log_every, self.grid_every, self.checkpoint_every = int(log_every), int(grid_every), int(checkpoint_every)
-        self.resume, self.explode_factor = resume_mode(resume), float(explode_factor)
+        self.style_weight, self.moments_weight = style_weight, moments_weight
+        self.diversity_weight, self.diversity_neighbours = diversity_weight, diversity_neighbours
+        self.style_layer, self.max_real_per_pass, self.amp = style_layer, max_real_per_pass, amp
+        self.compile = compile
+        self.log_every, self.grid_every, self.checkpoint_every = log_every, grid_every, checkpoint_every
+        self.resume, self.explode_factor = resume_mode(resume), explode_factor
 
     def term_weights(self) -> dict:
         """Each switched-on term's factor in the total loss."""
@@ -290,10 +283,8 @@ class DistributionMatching:
         Left out: ``iterations`` (a run may be extended), the logging / grid / checkpoint intervals,
         and ``max_real_per_pass`` (for a network without batch norm it only regroups the same sums).
         """
-        from omegaconf import OmegaConf
-
-        model = OmegaConf.to_container(model_config(self.model), resolve=True)
-        return {"dataset": dataset_identity(ctx.cfg.dataset), "ipc": ctx.ipc, "seed": ctx.seed, "model": model,
+        model = plain(model_config(self.model))
+        return {"dataset": ctx.dataset_identity, "ipc": ctx.ipc, "seed": ctx.seed, "model": model,
                 "batch_real": self.batch_real, "lr_img": self.lr_img, "momentum": self.momentum, "init": self.init,
                 "dsa_strategy": self.dsa_strategy, "terms": self.term_weights(),
                 "diversity_neighbours": self.diversity_neighbours, "style_layer": self.style_layer,
@@ -317,7 +308,7 @@ class MatchingRun(IterativeRun):
     """The state of one distillation: agent, synthetic images, optimiser, RNG, position, log window."""
 
     prefix, title = "dm", "distribution matching"
-    checkpoint_name, checkpoint_format, grid_folder = CHECKPOINT_NAME, CHECKPOINT_FORMAT, GRID_FOLDER
+    checkpoint_name, grid_folder = CHECKPOINT_NAME, GRID_FOLDER
 
     def __init__(self, generator: DistributionMatching, ctx):
         super().__init__(generator, ctx)

@@ -1,6 +1,7 @@
 """What every generator that optimises a synthetic set step by step shares (distribution matching,
 trajectory matching): the loop with its progress bar, the logging / grid / checkpoint intervals,
-and the checkpoint file — written atomically, resumed only under the same settings.
+the divergence check, and the run-folder :class:`~distillkit.checkpoint.Checkpoint` — resumed only
+under the same settings.
 
 A run subclasses :class:`IterativeRun` and provides ``step``, ``report``, ``synthetic_set``,
 ``checkpoint_state`` and ``load_checkpoint_state``; its generator provides ``iterations``, the
@@ -15,34 +16,13 @@ from pathlib import Path
 
 import torch
 
+from distillkit.checkpoint import Checkpoint
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import DivergedError, UserError
-from distillkit.io import atomic_path
 from distillkit.plots import save_grid
 from distillkit.progress import progress
 
 log = logging.getLogger("distillkit")
-
-RESUME_MODES = ("auto", "true", "false")
-
-
-def positive_int(name: str, value) -> int:
-    """``value`` as an int, or a one-line UserError naming ``generator.<name>``."""
-    try:
-        valid = not isinstance(value, bool) and int(value) == value and value >= 1
-    except (TypeError, ValueError):  # a string or None from the command line
-        valid = False
-    if not valid:
-        raise UserError(f"generator.{name} must be a positive integer (got {value!r})")
-    return int(value)
-
-
-def resume_mode(value) -> str:
-    """``generator.resume`` as one of auto / true / false (Hydra may hand over a bool)."""
-    text = str(value).lower()
-    if text not in RESUME_MODES:
-        raise UserError(f"generator.resume must be auto, true or false (got {value!r})")
-    return text
 
 
 class IterativeRun:
@@ -55,15 +35,14 @@ class IterativeRun:
     prefix: str
     title: str
     checkpoint_name: str
-    checkpoint_format: str
     grid_folder: str
 
     def __init__(self, generator, ctx):
         self.gen, self.ctx, self.device = generator, ctx, ctx.device
         self.iteration = 0
         self.reference_loss: float | None = None
-        self.checkpoint_path = Path(ctx.run_dir) / self.checkpoint_name if ctx.run_dir is not None else None
-        self.last_checkpoint: Path | None = None
+        path = Path(ctx.run_dir) / self.checkpoint_name if ctx.run_dir is not None else None
+        self.checkpoint = Checkpoint(path, self.prefix, generator.settings(ctx), generator.resume, "generator.resume")
 
     # ---- what a run provides ------------------------------------------------------------------
     def step(self) -> None:
@@ -103,8 +82,8 @@ class IterativeRun:
         """Stop when a logged value is NaN or infinite, or when ``matching`` (the part of the loss that
         must stay bounded) exceeds ``explode_factor`` × its first logged value. The message names the
         last good checkpoint (checkpoints are written after this check) and ``remedy``."""
-        if self.last_checkpoint is not None:
-            where = (f"last good checkpoint: {self.last_checkpoint} ({remedy} and continue from it with "
+        if self.checkpoint.last_saved is not None:
+            where = (f"last good checkpoint: {self.checkpoint.last_saved} ({remedy} and continue from it with "
                      "generator.resume=true)")
         else:
             where = (f"no checkpoint was written yet (generator.checkpoint_every={self.gen.checkpoint_every}); "
@@ -128,45 +107,23 @@ class IterativeRun:
         self.ctx.tracker.log_image(f"{self.prefix}/grid", path, step=self.iteration)
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path is None:
-            return
-        state = {"format": self.checkpoint_format, "iteration": self.iteration, "reference_loss": self.reference_loss,
-                 "settings": self.gen.settings(self.ctx), **self.checkpoint_state()}
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
-        self.last_checkpoint = self.checkpoint_path
+        self.checkpoint.save(self.iteration, {"reference_loss": self.reference_loss, **self.checkpoint_state()})
 
     def resume(self) -> bool:
         """Continue from the run directory's checkpoint when ``generator.resume`` says so; False: start fresh."""
-        mode, path = self.gen.resume, self.checkpoint_path
-        if mode == "false" or path is None or (mode == "auto" and not path.is_file()):
+        resumed = self.checkpoint.load()
+        if resumed is None:
             return False
-        if not path.is_file():
-            raise UserError(f"generator.resume=true but there is no checkpoint at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a truncated or foreign file: say which, not a pickle traceback
-            raise UserError(f"{path} is not a readable checkpoint ({err}); delete it or set generator.resume=false")
-        if not isinstance(state, dict) or state.get("format") != self.checkpoint_format:
-            raise UserError(f"{path} is not a distillkit {self.title} checkpoint")
-        current = self.gen.settings(self.ctx)
-        changed = {k: (state["settings"].get(k), v) for k, v in current.items() if state["settings"].get(k) != v}
-        if changed:
-            described = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            if mode == "auto":
-                raise UserError(f"{path} was made with other settings ({described}); set generator.resume=true to "
-                                "continue from it anyway, or generator.resume=false to start over")
-            log.warning("%s: resuming from %s under changed settings: %s", self.prefix, path, described)
+        iteration, state = resumed
+        path = self.checkpoint.path
         for name, tensor in self.checkpoint_state().items():
             saved = state.get(name)
             if isinstance(tensor, torch.Tensor) and isinstance(saved, torch.Tensor) and saved.shape != tensor.shape:
                 raise UserError(f"{path} holds {name} of shape {tuple(saved.shape)}, this run needs "
                                 f"{tuple(tensor.shape)}")
-        if state["iteration"] > self.gen.iterations:
-            raise UserError(f"{path} is at iteration {state['iteration']}, past generator.iterations="
-                            f"{self.gen.iterations}")
+        if iteration > self.gen.iterations:
+            raise UserError(f"{path} is at iteration {iteration}, past generator.iterations={self.gen.iterations}")
         self.load_checkpoint_state(state)
-        self.iteration, self.reference_loss = int(state["iteration"]), state["reference_loss"]
-        self.last_checkpoint = path
+        self.iteration, self.reference_loss = iteration, state["reference_loss"]
         log.info("%s: resumed from %s at iteration %d", self.prefix, path, self.iteration)
         return True

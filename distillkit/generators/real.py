@@ -1,23 +1,33 @@
-"""The real training set as the pool: what random / herding / k-center / full select from."""
+"""Real training images as the pool: all of them (what random / herding / k-center / full select
+from), or a fresh random batch at every call (a stream for the ``rounds`` schedule)."""
 
 from __future__ import annotations
 
-from distillkit.context import seeded
+import torch
+
 from distillkit.data.synthetic import SyntheticSet
-from distillkit.generators.iterative import positive_int
-from distillkit.samplers.coreset import random_per_class
+from distillkit.selection import random_per_class, seeded, smallest_class
+from distillkit.stages import Generator
+from distillkit.validation import ConfigError, Int, PositiveInt, validated
 
 
-class RealPool:
+class RealPool(Generator):
     """Every real training image with its label; selection is the sampler's job.
 
     ``pool_factor``: keep only ``pool_factor × ipc`` random images per class (drawn with the run
     seed + ``seed``), a real pool the size of a generated one — DGS's sampler on real images.
     """
 
-    def __init__(self, pool_factor: int | None = None, seed: int = 0):
-        self.pool_factor = None if pool_factor is None else positive_int("pool_factor", pool_factor)
-        self.seed = int(seed)
+    @validated
+    def __init__(self, pool_factor: PositiveInt | None = None, seed: Int = 0):
+        self.pool_factor, self.seed = pool_factor, seed
+
+    def check(self, ctx) -> None:
+        if self.pool_factor is not None:
+            c, count = smallest_class(ctx.data.train_labels, ctx.data.num_classes)
+            if count < self.pool_factor * ctx.ipc:
+                raise ConfigError("generator.pool_factor", f"{self.pool_factor} × ipc={ctx.ipc} needs that many real "
+                                  f"images per class; class {c} has {count}")
 
     def __call__(self, ctx) -> SyntheticSet:
         pool = SyntheticSet(ctx.train_images, ctx.train_labels, meta={"source": "real"})
@@ -25,3 +35,28 @@ class RealPool:
             return pool
         kept = random_per_class(pool, self.pool_factor * ctx.ipc, ctx.data.num_classes, seeded(ctx.seed + self.seed))
         return pool.subset(kept)
+
+
+class RealBatches(Generator):
+    """At every call, ``per_class`` random real training images per class (a real-data stream for the
+    ``rounds`` schedule: the control a synthetic stream is measured against). Draws continue one RNG
+    across calls, seeded with the run seed + ``seed``, and checkpointed with the schedule."""
+
+    @validated
+    def __init__(self, per_class: PositiveInt = 10, seed: Int = 0):
+        self.per_class, self.seed = per_class, seed
+        self.generator: torch.Generator | None = None
+
+    def __call__(self, ctx) -> SyntheticSet:
+        if self.generator is None:
+            self.generator = seeded(ctx.seed + self.seed)
+        pool = SyntheticSet(ctx.train_images, ctx.train_labels, meta={"source": "real"})
+        return pool.subset(random_per_class(pool, self.per_class, ctx.data.num_classes, self.generator))
+
+    def state_dict(self) -> dict:
+        return {} if self.generator is None else {"rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "rng" in state:
+            self.generator = torch.Generator()
+            self.generator.set_state(state["rng"])

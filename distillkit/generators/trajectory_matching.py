@@ -29,19 +29,23 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
-from omegaconf import OmegaConf
+from pydantic import Field
 from torch.func import functional_call
 
+from distillkit.checkpoint import resume_mode
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
-from distillkit.data.datasets import dataset_identity
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
-from distillkit.experts import ExpertTrajectories, Trajectory
-from distillkit.generators.iterative import IterativeRun, positive_int, resume_mode
+from distillkit.generators.iterative import IterativeRun
+from distillkit.roles.experts import Trajectory
+from distillkit.stages import Generator
 from distillkit.training import autocast, bf16_applies, classification_loss, predict
+from distillkit.validation import (ConfigError, Float, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                                   PositiveInt, plain, validated)
 
 log = logging.getLogger("distillkit")
 
@@ -49,7 +53,6 @@ SELECTIONS = ("none", "depth", "loss")
 INITS = ("real", "noise", "correct")
 MEMORY_MODES = ("full", "checkpoint")
 CHECKPOINT_NAME = "tm_checkpoint.pt"
-CHECKPOINT_FORMAT = "distillkit.tm-checkpoint/1"
 GRID_FOLDER = "tm_grids"
 
 
@@ -194,63 +197,64 @@ class MaskedSGD:
 # The generator
 # ---------------------------------------------------------------------------------------------
 
-class TrajectoryMatching:
-    """``TrajectoryMatching(...)(ctx)`` returns the distilled set with its learned lr (and soft labels),
-    or None for a job that only trains a shard of the experts. Options mirror
-    ``conf/generator/trajectory_matching.yaml``."""
+@dataclass
+class StartWindow:
+    """DATM's growing start-epoch window: the upper bound grows from ``initial`` to ``max_start_epoch``."""
 
-    def __init__(self, experts, model="convnet", iterations: int = 5000, syn_steps: int = 20, expert_epochs: int = 2,
-                 min_start_epoch: int = 0, max_start_epoch: int = 20, start_window=None, batch_syn: int | None = None,
-                 lr_img: float = 1000.0, img_momentum: float = 0.5, lr_teacher: float = 0.01, lr_lr: float = 1e-5,
-                 lr_momentum: float = 0.5, init: str = "real", soft_labels: bool = False, label_epoch: int = -1,
-                 lr_labels: float = 2.0, label_momentum: float = 0.9, loss_threshold: float | None = None,
-                 parameter_selection: str = "none", selection_ratio: float = 0.0, memory: str = "full",
-                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", amp: bool = True, log_every: int = 50,
-                 grid_every: int = 500, checkpoint_every: int = 250, resume="auto", explode_factor: float = 100.0):
-        self.experts = experts if isinstance(experts, ExpertTrajectories) else ExpertTrajectories(**experts)
-        self.model = model
-        self.iterations, self.syn_steps = positive_int("iterations", iterations), positive_int("syn_steps", syn_steps)
-        self.expert_epochs = positive_int("expert_epochs", expert_epochs)
-        self.min_start_epoch, self.max_start_epoch = int(min_start_epoch), int(max_start_epoch)
-        if not 0 <= self.min_start_epoch < self.max_start_epoch:
-            raise UserError(f"generator needs 0 <= min_start_epoch < max_start_epoch (got {min_start_epoch}, "
-                            f"{max_start_epoch})")
-        if self.max_start_epoch - 1 + self.expert_epochs > self.experts.epochs:
-            raise UserError(f"generator.max_start_epoch={max_start_epoch} with expert_epochs={expert_epochs} needs "
-                            f"experts trained at least {self.max_start_epoch - 1 + self.expert_epochs} epochs "
-                            f"(generator.experts.epochs={self.experts.epochs})")
-        window = dict(start_window or {})
-        self.window_initial = window.get("initial")
-        self.window_grow_until = int(window.get("grow_until") or 0)
-        if self.window_initial is not None:
-            self.window_initial = int(self.window_initial)
-            if not self.min_start_epoch < self.window_initial <= self.max_start_epoch or self.window_grow_until < 1:
-                raise UserError("generator.start_window needs min_start_epoch < initial <= max_start_epoch and "
-                                f"grow_until >= 1 (got initial={self.window_initial}, grow_until="
-                                f"{self.window_grow_until})")
-        self.batch_syn = None if batch_syn is None else positive_int("batch_syn", batch_syn)
-        self.lr_img, self.img_momentum = float(lr_img), float(img_momentum)
-        self.lr_teacher, self.lr_lr, self.lr_momentum = float(lr_teacher), float(lr_lr), float(lr_momentum)
-        if init not in INITS:
-            raise UserError(f"generator.init must be one of {', '.join(INITS)} (got '{init}')")
-        self.init, self.soft_labels, self.label_epoch = init, bool(soft_labels), int(label_epoch)
-        self.lr_labels, self.label_momentum = float(lr_labels), float(label_momentum)
-        self.loss_threshold = math.inf if loss_threshold is None else float(loss_threshold)
-        if parameter_selection not in SELECTIONS:
-            raise UserError(f"generator.parameter_selection must be one of {', '.join(SELECTIONS)} "
-                            f"(got '{parameter_selection}')")
-        if not 0.0 <= float(selection_ratio) < 1.0:
-            raise UserError(f"generator.selection_ratio must lie in [0, 1) (got {selection_ratio!r})")
-        self.parameter_selection, self.selection_ratio = parameter_selection, float(selection_ratio)
-        if memory not in MEMORY_MODES:
-            raise UserError(f"generator.memory must be one of {', '.join(MEMORY_MODES)} (got '{memory}')")
+    initial: NonNegativeInt | None = None  # None: a fixed window (MTT)
+    grow_until: NonNegativeInt = 0
+
+
+class TrajectoryMatching(Generator):
+    """``TrajectoryMatching(...)(ctx)`` returns the distilled set with its learned lr (and soft labels),
+    matched to the ``experts`` role's trajectories. Options mirror ``conf/generator/trajectory_matching.yaml``."""
+
+    roles = ("experts",)
+
+    @validated
+    def __init__(self, model: ModelSpec = "convnet", iterations: PositiveInt = 5000, syn_steps: PositiveInt = 20,
+                 expert_epochs: PositiveInt = 2, min_start_epoch: NonNegativeInt = 0,
+                 max_start_epoch: PositiveInt = 20, start_window: StartWindow = StartWindow(),
+                 batch_syn: PositiveInt | None = None, lr_img: PositiveFloat = 1000.0,
+                 img_momentum: NonNegativeFloat = 0.5, lr_teacher: PositiveFloat = 0.01, lr_lr: NonNegativeFloat = 1e-5,
+                 lr_momentum: NonNegativeFloat = 0.5, init: Literal[INITS] = "real", soft_labels: bool = False,
+                 label_epoch: Int = -1, lr_labels: NonNegativeFloat = 2.0, label_momentum: NonNegativeFloat = 0.9,
+                 loss_threshold: NonNegativeFloat | None = None, parameter_selection: Literal[SELECTIONS] = "none",
+                 selection_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.0, memory: Literal[MEMORY_MODES] = "full",
+                 dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate", amp: bool = True,
+                 log_every: PositiveInt = 50, grid_every: PositiveInt = 500, checkpoint_every: PositiveInt = 250,
+                 resume: str = "auto", explode_factor: PositiveFloat = 100.0):
+        self.model = plain(model)
+        self.iterations, self.syn_steps, self.expert_epochs = iterations, syn_steps, expert_epochs
+        self.min_start_epoch, self.max_start_epoch = min_start_epoch, max_start_epoch
+        if not min_start_epoch < max_start_epoch:
+            raise ConfigError("max_start_epoch", f"must be above min_start_epoch={min_start_epoch} (got {max_start_epoch})")
+        self.window_initial, self.window_grow_until = start_window.initial, start_window.grow_until
+        if self.window_initial is not None and (not min_start_epoch < self.window_initial <= max_start_epoch
+                                                or self.window_grow_until < 1):
+            raise ConfigError("start_window", "needs min_start_epoch < initial <= max_start_epoch and grow_until >= 1 "
+                              f"(got initial={self.window_initial}, grow_until={self.window_grow_until})")
+        self.batch_syn = batch_syn
+        self.lr_img, self.img_momentum = lr_img, img_momentum
+        self.lr_teacher, self.lr_lr, self.lr_momentum = lr_teacher, lr_lr, lr_momentum
+        self.init, self.soft_labels, self.label_epoch = init, soft_labels, label_epoch
+        self.lr_labels, self.label_momentum = lr_labels, label_momentum
+        self.loss_threshold = math.inf if loss_threshold is None else loss_threshold
+        self.parameter_selection, self.selection_ratio = parameter_selection, selection_ratio
         self.memory = memory
         self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
-        self.amp = bool(amp)
-        self.log_every = positive_int("log_every", log_every)
-        self.grid_every = positive_int("grid_every", grid_every)
-        self.checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
-        self.resume, self.explode_factor = resume_mode(resume), float(explode_factor)
+        self.amp = amp
+        self.log_every, self.grid_every, self.checkpoint_every = log_every, grid_every, checkpoint_every
+        self.resume, self.explode_factor = resume_mode(resume), explode_factor
+
+    def check(self, ctx) -> None:
+        """The experts must be long enough for the latest start epoch plus the matched span."""
+        experts = ctx.roles.role("experts")
+        needed = self.max_start_epoch - 1 + self.expert_epochs
+        if needed > experts.epochs:
+            raise ConfigError("generator.max_start_epoch", f"{self.max_start_epoch} with expert_epochs="
+                              f"{self.expert_epochs} needs experts trained at least {needed} epochs "
+                              f"(roles.experts.epochs={experts.epochs})")
 
     def start_epoch_bound(self, iteration: int) -> int:
         """The exclusive upper bound of the start epoch at ``iteration`` (DATM's growing window)."""
@@ -263,10 +267,11 @@ class TrajectoryMatching:
         """Everything that changes the images; a checkpoint resumes only under the same settings.
         Left out: ``iterations`` (a run may be extended), the intervals, and ``memory`` (same gradients,
         up to bf16 rounding)."""
-        model = OmegaConf.to_container(model_config(self.model), resolve=True)
-        experts = {k: v for k, v in self.experts.expert_spec(ctx, 0).items() if k != "index"}
-        return {"dataset": dataset_identity(ctx.cfg.dataset), "ipc": ctx.ipc, "seed": ctx.seed, "model": model,
-                "experts": {**experts, "num_experts": self.experts.num_experts}, "syn_steps": self.syn_steps,
+        model = plain(model_config(self.model))
+        role = ctx.roles.role("experts")
+        experts = {k: v for k, v in role.expert_spec(ctx, 0).items() if k != "index"}
+        return {"dataset": ctx.dataset_identity, "ipc": ctx.ipc, "seed": ctx.seed, "model": model,
+                "experts": {**experts, "num_experts": role.num_experts}, "syn_steps": self.syn_steps,
                 "expert_epochs": self.expert_epochs, "start_epochs": [self.min_start_epoch, self.max_start_epoch],
                 "start_window": [self.window_initial, self.window_grow_until], "batch_syn": self.batch_syn,
                 "lr_img": self.lr_img, "img_momentum": self.img_momentum, "lr_teacher": self.lr_teacher,
@@ -279,11 +284,8 @@ class TrajectoryMatching:
     def start(self, ctx, trajectories: list[Trajectory]) -> "MatchingRun":
         return MatchingRun(self, ctx, trajectories)
 
-    def __call__(self, ctx) -> SyntheticSet | None:
-        trajectories = self.experts.prepare(ctx)
-        if trajectories is None:
-            return None
-        run = self.start(ctx, trajectories)
+    def __call__(self, ctx) -> SyntheticSet:
+        run = self.start(ctx, ctx.role("experts"))
         run.run_to(self.iterations)
         return run.synthetic_set()
 
@@ -292,7 +294,7 @@ class MatchingRun(IterativeRun):
     """The state of one distillation: pixels, lr, labels, optimiser, RNG, position, log window."""
 
     prefix, title = "tm", "trajectory matching"
-    checkpoint_name, checkpoint_format, grid_folder = CHECKPOINT_NAME, CHECKPOINT_FORMAT, GRID_FOLDER
+    checkpoint_name, grid_folder = CHECKPOINT_NAME, GRID_FOLDER
 
     def __init__(self, generator: TrajectoryMatching, ctx, trajectories: list[Trajectory]):
         super().__init__(generator, ctx)

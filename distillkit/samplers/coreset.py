@@ -1,55 +1,44 @@
 """Coreset samplers over a pool: all, random, herding and k-center (the classic baselines).
 
-Herding and k-center work on the teacher's embeddings (``ctx.teacher``, trained on the real
-data and cached). Every sampler returns indices into the pool, ``ipc`` per class, seeded.
+Herding and k-center work on the embeddings of the teacher role (trained on the real data and
+cached). Every sampler returns indices into the pool, ``ipc`` per class, seeded.
 """
 
 from __future__ import annotations
 
 import torch
 
-from distillkit.context import seeded
-from distillkit.errors import UserError
+from distillkit.selection import per_class, random_per_class, seeded
+from distillkit.stages import Sampler
 from distillkit.training import predict
+from distillkit.validation import Int, validated
 
 
-def per_class(pool, ipc: int, num_classes: int):
-    """Yield (class, pool indices of that class); a class with fewer than ``ipc`` samples is an error."""
-    for c in range(num_classes):
-        idx = torch.nonzero(pool.labels == c).flatten()
-        if len(idx) < ipc:
-            raise UserError(f"class {c} has {len(idx)} samples in the pool, fewer than ipc={ipc}")
-        yield c, idx
-
-
-class AllSampler:
+class AllSampler(Sampler):
     """The whole pool (the ``full`` upper-bound row, or a pool that is already the final set)."""
 
     def __call__(self, pool, scores, ctx) -> torch.Tensor:
         return torch.arange(len(pool), device=pool.labels.device)
 
 
-class RandomSampler:
+class RandomSampler(Sampler):
     """``ipc`` samples per class uniformly without replacement; ``seed`` offsets the run seed."""
 
-    def __init__(self, seed: int = 0):
+    @validated
+    def __init__(self, seed: Int = 0):
         self.seed = seed
 
     def __call__(self, pool, scores, ctx) -> torch.Tensor:
         return random_per_class(pool, ctx.ipc, ctx.data.num_classes, seeded(ctx.seed + self.seed))
 
 
-def random_per_class(pool, count: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """Pool indices of ``count`` samples per class, uniformly without replacement, class by class."""
-    return torch.cat([idx[torch.randperm(len(idx), generator=generator)[:count].to(idx.device)]
-                      for _, idx in per_class(pool, count, num_classes)])
-
-
-class _EmbeddingSampler:
+class _EmbeddingSampler(Sampler):
     """Select per class on teacher embeddings; subclasses implement ``select(features, k)``."""
 
+    roles = ("teacher",)
+
     def __call__(self, pool, scores, ctx) -> torch.Tensor:
-        features = predict(ctx.teacher, pool.images, embed=True)
+        features = predict(ctx.role("teacher"), pool.images, embed=True)
         chosen = [idx[self.select(features[idx], ctx.ipc)]
                   for _, idx in per_class(pool, ctx.ipc, ctx.data.num_classes)]
         return torch.cat(chosen)

@@ -15,30 +15,39 @@ is wrong for CIFAR-100 and TinyImageNet). The boundaries are inclusive as in the
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 
-from distillkit.errors import UserError
+from distillkit.stages import Sampler
+from distillkit.validation import ConfigError, Float, NonNegativeInt, validated
+
+# fractions of every class: the first epoch needs some data, every epoch must keep some
+KeptFraction = Annotated[Float, Field(gt=0, le=1)]
+DroppedFraction = Annotated[Float, Field(ge=0, lt=1)]
 
 
-class CurriculumSampler:
-    """Which real samples an expert sees in each epoch (``conf/sampler/curriculum.yaml``)."""
+class CurriculumSampler(Sampler):
+    """Which real samples an expert sees in each epoch (``conf/sampler/curriculum.yaml``).
 
-    def __init__(self, init_ratio: float = 0.75, add_end_epoch: int = 20, remove_first_epoch: int = 40,
-                 remove_second_epoch: int = 60, remove_first_ratio: float = 0.1, remove_second_ratio: float = 0.2):
-        for name, value in (("init_ratio", init_ratio), ("remove_first_ratio", remove_first_ratio),
-                            ("remove_second_ratio", remove_second_ratio)):
-            if not 0.0 <= float(value) <= 1.0:
-                raise UserError(f"sampler.{name} must lie in [0, 1] (got {value!r})")
-        if float(init_ratio) == 0.0:
-            raise UserError("sampler.init_ratio must be above 0: the first epoch needs some data")
-        if max(float(remove_first_ratio), float(remove_second_ratio)) >= 1.0:
-            raise UserError("sampler.remove_*_ratio must be below 1: every epoch needs some data")
-        if not 0 <= int(add_end_epoch) <= int(remove_first_epoch) <= int(remove_second_epoch):
-            raise UserError("the curriculum needs 0 <= add_end_epoch <= remove_first_epoch <= remove_second_epoch "
-                            f"(got {add_end_epoch}, {remove_first_epoch}, {remove_second_epoch})")
-        self.init_ratio, self.add_end_epoch = float(init_ratio), int(add_end_epoch)
-        self.remove_first_epoch, self.remove_second_epoch = int(remove_first_epoch), int(remove_second_epoch)
-        self.remove_first_ratio, self.remove_second_ratio = float(remove_first_ratio), float(remove_second_ratio)
+    Not a pool sampler: the expert role asks it for each epoch's indices (``order`` then ``indices``).
+    """
+
+    @validated
+    def __init__(self, init_ratio: KeptFraction = 0.75, add_end_epoch: NonNegativeInt = 20,
+                 remove_first_epoch: NonNegativeInt = 40, remove_second_epoch: NonNegativeInt = 60,
+                 remove_first_ratio: DroppedFraction = 0.1, remove_second_ratio: DroppedFraction = 0.2):
+        if not add_end_epoch <= remove_first_epoch <= remove_second_epoch:
+            raise ConfigError("add_end_epoch", "the curriculum needs add_end_epoch <= remove_first_epoch <= "
+                              f"remove_second_epoch (got {add_end_epoch}, {remove_first_epoch}, {remove_second_epoch})")
+        self.init_ratio, self.add_end_epoch = init_ratio, add_end_epoch
+        self.remove_first_epoch, self.remove_second_epoch = remove_first_epoch, remove_second_epoch
+        self.remove_first_ratio, self.remove_second_ratio = remove_first_ratio, remove_second_ratio
+
+    def __call__(self, pool, scores, ctx):
+        raise ConfigError("sampler", "the curriculum sampler orders an expert's epochs "
+                          "(sampler@roles.experts.curriculum.sampler=curriculum), it does not sample a pool")
 
     def settings(self) -> dict:
         return dict(vars(self))

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from distillkit.context import seeded
 from distillkit.errors import UserError
 from distillkit.io import atomic_path, write_json
-from distillkit.samplers.coreset import per_class
-from distillkit.scorers.difficulty import DifficultyScores
+from distillkit.selection import per_class, seeded
+from distillkit.stages import Sampler, Scores
+from distillkit.validation import Int, PositiveInt, validated
 
 # Smallest transformed difficulty, and the stand-in for a zero bottom clip (a log needs b > 0).
 FLOOR = 1e-4
@@ -115,7 +116,7 @@ def draw_by_quota(bins_of_samples: np.ndarray, quota: np.ndarray, generator: tor
     return np.concatenate([chosen, left[torch.randperm(len(left), generator=generator)[:shortfall].numpy()]])
 
 
-class DifficultyGuided:
+class DifficultyGuided(Sampler):
     """Choose ``ipc`` pool samples per class whose difficulty histogram follows the target.
 
     ``log_transform``: stretch scores with per-class searched thresholds (DGS) or use them raw.
@@ -123,12 +124,10 @@ class DifficultyGuided:
     ``seed`` offsets the run seed.
     """
 
-    def __init__(self, log_transform: bool = True, target: str = "real", bins: int = 10, seed: int = 0):
-        if target not in TARGETS:
-            raise UserError(f"sampler.target must be one of {', '.join(TARGETS)} (got '{target}')")
-        if int(bins) < 1:
-            raise UserError(f"sampler.bins must be a positive integer (got {bins})")
-        self.log_transform, self.target, self.bins, self.seed = bool(log_transform), target, int(bins), int(seed)
+    @validated
+    def __init__(self, log_transform: bool = True, target: Literal[TARGETS] = "real", bins: PositiveInt = 10,
+                 seed: Int = 0):
+        self.log_transform, self.target, self.bins, self.seed = log_transform, target, bins, seed
 
     def __call__(self, pool, scores, ctx) -> torch.Tensor:
         pool_scores, real_scores, real_labels = self._read_scores(scores, len(pool))
@@ -163,9 +162,7 @@ class DifficultyGuided:
 
     def _read_scores(self, scores, pool_size: int):
         """(pool scores, real scores or None, real labels or None) as numpy arrays, checked."""
-        if isinstance(scores, torch.Tensor):
-            scores = DifficultyScores(scores)
-        if not isinstance(scores, DifficultyScores):
+        if not isinstance(scores, Scores):
             raise UserError("the difficulty-guided sampler needs difficulty scores: use scorer=classifier_difficulty")
         if self.target == "real" and scores.real is None:
             raise UserError("sampler.target=real needs the real images' difficulty: set scorer.score_real=true")

@@ -16,55 +16,42 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from distillkit.data.augment import DSA
-from distillkit.errors import UserError
 from distillkit.progress import progress
-from distillkit.training import TrainSpec, predict, spec_identity, train_classifier
+from distillkit.roles.classifier import TrainedClassifier
+from distillkit.stages import Scorer, Scores
+from distillkit.training import TrainSpec, predict
+from distillkit.validation import (Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                                   plain, validated)
 
 log = logging.getLogger("distillkit")
 
 
-class _TrainingDynamicsScorer:
+class _TrainingDynamicsScorer(Scorer):
     name = ""
 
-    def __init__(self, model="convnet", num_models: int = 4, epochs: int = 10, lr: float = 0.01,
-                 batch_size: int = 256, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", seed: int = 0,
-                 score_batch_size: int = 512, amp: bool = True):
-        if int(num_models) < 1 or int(epochs) < 0:
-            raise UserError(f"scorer.num_models must be at least 1 and scorer.epochs at least 0 "
-                            f"(got {num_models}, {epochs})")
-        self.model, self.num_models, self.epochs, self.seed = model, int(num_models), int(epochs), int(seed)
-        self.spec = TrainSpec(epochs=max(1, int(epochs)), lr=float(lr), batch_size=int(batch_size),
-                              momentum=float(momentum), weight_decay=float(weight_decay), schedule="constant",
-                              amp=bool(amp), amp_on_cpu=True)
-        self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
-        self.score_batch_size = int(score_batch_size)
+    @validated
+    def __init__(self, model: ModelSpec = "convnet", num_models: PositiveInt = 4, epochs: NonNegativeInt = 10,
+                 lr: PositiveFloat = 0.01, batch_size: PositiveInt = 256, momentum: NonNegativeFloat = 0.9,
+                 weight_decay: NonNegativeFloat = 5e-4, dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate",
+                 seed: Int = 0, score_batch_size: PositiveInt = 512, amp: bool = True):
+        spec = TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                         schedule="constant", amp=amp, amp_on_cpu=True)
+        # the briefly trained networks are classifier roles: cached, so a sweep trains them once
+        self.networks = [TrainedClassifier(model=plain(model), train=spec, seed=seed + k, dsa_strategy=dsa_strategy,
+                                           name=f"{self.name} network {k}") for k in range(num_models)]
+        self.score_batch_size = score_batch_size
 
-    def settings(self, device: torch.device) -> dict:
-        """What changes the scores on ``device`` (part of the cache key of anything trained on them)."""
-        from omegaconf import OmegaConf
+    def settings(self, ctx) -> dict:
+        """What changes the scores on ``ctx``'s device (part of the cache key of anything trained on them)."""
+        return {"scorer": self.name, "networks": [network.spec(ctx) for network in self.networks]}
 
-        from distillkit.config import model_config
-
-        return {"scorer": self.name, "model": OmegaConf.to_container(model_config(self.model), resolve=True),
-                "num_models": self.num_models, "epochs": self.epochs, "train": spec_identity(self.spec, device),
-                "dsa_strategy": self.dsa_strategy, "seed": self.seed}
-
-    def __call__(self, pool, ctx) -> torch.Tensor:
+    def __call__(self, pool, ctx) -> Scores:
         """One score per pool sample (the pool may be the real training set), averaged over the networks."""
         images, labels = pool.images.to(ctx.device), pool.labels.to(ctx.device)
         total = torch.zeros(len(labels), device=ctx.device)
-        for k in progress(range(self.num_models), desc=f"{self.name} scores", leave=False):
-            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-                torch.manual_seed(self.seed + k)
-                model = ctx.build_model(self.model)
-                if self.epochs > 0:
-                    augment = DSA(self.dsa_strategy, seed=self.seed + k) if self.dsa_strategy else None
-                    train_classifier(model, ctx.train_images, ctx.train_labels, self.spec, augment=augment,
-                                     desc=f"{self.name} network {k}")
-            total += self.score(model, images, labels)
-        return total / self.num_models
+        for network in progress(self.networks, desc=f"{self.name} scores", leave=False):
+            total += self.score(ctx.roles.use(network, network.name, ctx), images, labels)
+        return Scores(total / len(self.networks))
 
     def score(self, model, images, labels) -> torch.Tensor:
         raise NotImplementedError

@@ -1,12 +1,13 @@
-"""Expert trajectories: networks trained on the real data whose parameters are kept after every epoch
-(MTT's ``buffer.py``; PAD's ``buffer_CL.py`` with an easy-to-hard curriculum).
+"""The ``experts`` role: expert trajectories, networks trained on the real data whose parameters are kept
+after every epoch (MTT's ``buffer.py``; PAD's ``buffer_CL.py`` with an easy-to-hard curriculum).
 
 Each expert is its own cache entry, keyed by what makes it (dataset, model, training settings,
 curriculum, seed and index), so
 
 * a sweep or a SLURM array trains the experts in parallel: ``shard.index`` / ``shard.count`` picks
-  experts ``index, index + count, …``; a later run with ``shard.count=1`` finds them all in the cache
-  (the "merge" is the cache itself: nothing to join);
+  experts ``index, index + count, …`` and ``schedule.stop_after=prepare`` ends each job with its
+  experts; a later run with ``shard.count=1`` finds them all in the cache (the "merge" is the cache
+  itself: nothing to join);
 * an interrupted expert resumes at its last finished epoch: each epoch's parameters go to
   ``epoch_NNN.safetensors`` in the entry's ``.partial`` folder; when the expert is done they are
   joined into ``trajectory.safetensors``;
@@ -22,21 +23,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
-from distillkit.data.datasets import dataset_identity
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
-from distillkit.generators.iterative import positive_int
 from distillkit.io import atomic_path
 from distillkit.progress import progress
-from distillkit.training import TrainSpec, spec_identity, train_classifier
+from distillkit.roles import Role
+from distillkit.training import TrainSpec, precision, train_classifier, train_settings
+from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                                   PositiveInt, build, plain, validated)
 
 log = logging.getLogger("distillkit")
 
@@ -76,64 +77,72 @@ class Trajectory:
         return self._rows[epoch:epoch + 1][0].to(device, non_blocking=True)
 
 
-class ExpertTrajectories:
-    """Trains (or finds in the cache) ``num_experts`` expert trajectories; built from ``generator.experts``."""
+@dataclass
+class Shard:
+    """Which experts this job trains: ``index, index + count, …``."""
 
-    def __init__(self, model="convnet", num_experts: int = 100, epochs: int = 50, lr: float = 0.01,
-                 batch_size: int = 256, weight_decay: float = 0.0,
-                 dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", amp: bool = True, seed: int = 0,
-                 shard: Mapping | None = None, curriculum: Mapping | None = None):
-        for name, value in (("num_experts", num_experts), ("epochs", epochs), ("batch_size", batch_size)):
-            positive_int(f"experts.{name}", value)
-        shard = dict(shard or {"index": 0, "count": 1})
-        index, count = shard.get("index", 0), shard.get("count", 1)
-        if not (isinstance(count, int) and isinstance(index, int) and count >= 1 and 0 <= index < count):
-            raise UserError(f"generator.experts.shard needs 0 <= index < count (got index={index!r}, count={count!r})")
-        self.model, self.num_experts, self.epochs = model, int(num_experts), int(epochs)
-        self.spec = TrainSpec(epochs=1, lr=float(lr), batch_size=int(batch_size), optimizer="sgd", momentum=0.0,
-                              weight_decay=float(weight_decay), schedule="constant", amp=bool(amp),
-                              amp_on_cpu=True)
+    index: NonNegativeInt = 0
+    count: PositiveInt = 1
+
+
+class ExpertTrajectories(Role):
+    """Trains (or finds in the cache) ``num_experts`` expert trajectories (``conf/role/expert_trajectories.yaml``)."""
+
+    kind = CACHE_KIND
+
+    @validated
+    def __init__(self, model: ModelSpec = "convnet", num_experts: PositiveInt = 100, epochs: PositiveInt = 50,
+                 lr: PositiveFloat = 0.01, batch_size: PositiveInt = 256, weight_decay: NonNegativeFloat = 0.0,
+                 dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate", amp: bool = True, seed: Int = 0,
+                 shard: Shard = Shard(), curriculum: dict | None = None):
+        if shard.index >= shard.count:
+            raise ConfigError("shard.index", f"must be below shard.count={shard.count} (got {shard.index})")
+        self.model, self.num_experts, self.epochs = plain(model), num_experts, epochs
+        self.train_spec = TrainSpec(epochs=1, lr=lr, batch_size=batch_size, optimizer="sgd", momentum=0.0,
+                              weight_decay=weight_decay, schedule="constant", amp=amp, amp_on_cpu=True)
         self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
-        self.seed, self.shard_index, self.shard_count = int(seed), index, count
+        self.seed, self.shard_index, self.shard_count = seed, shard.index, shard.count
+        self.partial = shard.count > 1
         self.curriculum = self._curriculum(curriculum)
 
     @staticmethod
     def _curriculum(node):
-        """``{scorer, sampler}`` (configs, or the objects Hydra's recursive instantiation made) or None."""
+        """``(scorer, sampler)`` built from ``{scorer, sampler}`` configs, or None."""
         if not node:
             return None
-        from hydra.utils import instantiate
-
-        if set(node.keys()) != {"scorer", "sampler"}:
-            raise UserError("generator.experts.curriculum needs exactly a 'scorer' and a 'sampler' "
-                            f"(got {sorted(node.keys())})")
-        scorer, sampler = (node[k] if hasattr(node[k], "settings") else instantiate(node[k])
-                           for k in ("scorer", "sampler"))
+        if set(node) != {"scorer", "sampler"}:
+            raise ConfigError("curriculum", f"needs exactly a 'scorer' and a 'sampler' (got {sorted(node)})")
+        scorer, sampler = (build(node[k], f"curriculum.{k}") for k in ("scorer", "sampler"))
         if not hasattr(sampler, "indices"):
-            raise UserError("generator.experts.curriculum.sampler must be a curriculum sampler "
-                            "(sampler@generator.experts.curriculum.sampler=curriculum)")
+            raise ConfigError("curriculum.sampler", "must be a curriculum sampler "
+                                                    "(sampler@roles.experts.curriculum.sampler=curriculum)")
         return scorer, sampler
 
     # ---- identity ------------------------------------------------------------------------------
-    def expert_spec(self, ctx, index: int) -> dict:
+    def precision(self, ctx) -> str:
+        return precision(ctx.device, self.train_spec.amp, self.train_spec.amp_on_cpu)
+
+    def settings(self, ctx, index: int = 0) -> dict:
         curriculum = None
         if self.curriculum is not None:
             scorer, sampler = self.curriculum
-            curriculum = {"scorer": scorer.settings(ctx.device), "sampler": sampler.settings()}
-        return {"dataset": dataset_identity(ctx.cfg.dataset),
-                "model": OmegaConf.to_container(model_config(self.model), resolve=True),
-                "epochs": self.epochs, "train": spec_identity(self.spec, ctx.device), "dsa_strategy": self.dsa_strategy,
-                "curriculum": curriculum, "seed": self.seed, "index": index}
+            curriculum = {"scorer": scorer.settings(ctx), "sampler": sampler.settings()}
+        return {"model": plain(model_config(self.model)), "epochs": self.epochs, "train": train_settings(self.train_spec),
+                "dsa_strategy": self.dsa_strategy, "curriculum": curriculum, "seed": self.seed, "index": index}
+
+    def expert_spec(self, ctx, index: int) -> dict:
+        from distillkit.cache import cache_spec
+
+        return cache_spec(ctx.dataset_identity, self.precision(ctx), **self.settings(ctx, index))
 
     def shard_members(self) -> list[int]:
         return list(range(self.shard_index, self.num_experts, self.shard_count))
 
-    # ---- the stage -------------------------------------------------------------------------------
-    def prepare(self, ctx) -> list[Trajectory] | None:
-        """Train this shard's missing experts; return every trajectory, or None for a shard job
-        (``shard.count > 1``), whose work ends with its own experts."""
+    # ---- the role ------------------------------------------------------------------------------
+    def prepare(self, ctx) -> None:
+        """Train this shard's missing experts into the cache."""
         members = self.shard_members()
-        missing = [i for i in members if not ctx.cache.has(CACHE_KIND, self.expert_spec(ctx, i))]
+        missing = [i for i in members if ctx.cache.find(CACHE_KIND, self.expert_spec(ctx, i)) is None]
         if missing:
             log.info("training %d expert trajectories (%d epochs each; %d of %d in this shard already cached)",
                      len(missing), self.epochs, len(members) - len(missing), len(members))
@@ -142,16 +151,22 @@ class ExpertTrajectories:
             ctx.cache.get_or_create(CACHE_KIND, self.expert_spec(ctx, i),
                                     lambda folder, i=i: self.train_expert(ctx, i, folder, ordered))
         if self.shard_count > 1:
-            log.info("expert shard %d/%d done (experts %s); run without a shard to distil from all %d",
-                     self.shard_index, self.shard_count, members, self.num_experts)
-            return None
-        return [Trajectory(ctx.cache.entry(CACHE_KIND, self.expert_spec(ctx, i)) / TRAJECTORY_FILE)
-                for i in range(self.num_experts)]
+            log.info("expert shard %d/%d done (experts %s)", self.shard_index, self.shard_count, members)
+
+    def materialise(self, ctx) -> tuple[list[Trajectory], dict]:
+        """Every expert's trajectory (this shard's trained first); an error naming the missing ones."""
+        self.prepare(ctx)
+        folders = [ctx.cache.find(CACHE_KIND, self.expert_spec(ctx, i)) for i in range(self.num_experts)]
+        missing = [i for i, folder in enumerate(folders) if folder is None]
+        if missing:
+            raise UserError(f"experts {missing} are not in the cache yet: run their shard jobs first "
+                            "(roles.experts.shard), or roles.experts.shard.count=1 to train them here")
+        return [Trajectory(folder / TRAJECTORY_FILE) for folder in folders], {}
 
     def _ordered_real(self, ctx) -> list[torch.Tensor]:
         scorer, sampler = self.curriculum
         scores = scorer(SyntheticSet(ctx.train_images, ctx.train_labels), ctx)
-        return sampler.order(scores, ctx.train_labels, ctx.data.num_classes)
+        return sampler.order(scores.pool, ctx.train_labels, ctx.data.num_classes)
 
     def train_expert(self, ctx, index: int, folder: Path, ordered: list[torch.Tensor] | None) -> None:
         """Train expert ``index`` epoch by epoch into ``folder``, resuming after its last finished epoch."""
@@ -181,7 +196,7 @@ class ExpertTrajectories:
                 torch.manual_seed(seed)
                 order = torch.Generator(ctx.device).manual_seed(seed)
                 augment = DSA(self.dsa_strategy, seed=seed) if self.dsa_strategy else None
-                train_classifier(model, images, labels, self.spec, augment=augment, generator=order,
+                train_classifier(model, images, labels, self.train_spec, augment=augment, generator=order,
                                  desc=f"expert {index} epoch {epoch}")
             self._save_epoch(folder, epoch + 1, model)
             epochs.set_postfix_str(f"epoch {epoch + 1} of {self.epochs} trained on {len(labels)} images")

@@ -1,0 +1,106 @@
+"""The one resume mechanism of long loops: a state file written atomically, read back only when the
+settings that made it are the settings of the run that wants to continue.
+
+Iterative generators (DM, trajectory matching), the ``rounds`` schedule, the evaluator's finished
+seeds and diffusion training all go through :class:`Checkpoint`; builders of cache entries keep their
+checkpoint in the entry's ``.partial`` folder, so an interrupted build resumes too (``distillkit.cache``).
+
+``resume`` is ``auto`` (continue when a checkpoint made with the same settings exists; a checkpoint
+made with other settings is an error, or, with ``on_change="restart"``, ignored), ``true`` (continue
+even under changed settings, with a warning; a missing checkpoint is an error) or ``false`` (start over).
+A ``.json`` path holds JSON state (human-readable, e.g. finished evaluation seeds), any other path
+``torch.save`` state read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from distillkit.errors import UserError
+from distillkit.io import atomic_path, write_json
+
+log = logging.getLogger("distillkit")
+
+RESUME_MODES = ("auto", "true", "false")
+FORMAT_VERSION = 2  # 1: the per-loop formats before one mechanism served them all
+
+
+def resume_mode(value) -> str:
+    """A resume setting as auto / true / false (Hydra may hand over a bool)."""
+    from distillkit.validation import ConfigError
+
+    text = str(value).lower()
+    if text not in RESUME_MODES:
+        raise ConfigError("resume", f"must be auto, true or false (got {value!r})")
+    return text
+
+
+class Checkpoint:
+    """The state file of one loop at ``path`` (None: nothing is saved or resumed).
+
+    ``kind`` names the loop in messages and tags the file; ``settings`` is everything that must match
+    for a resume; ``resume_key`` is the config key a user sets to change ``resume`` (for messages).
+    """
+
+    def __init__(self, path: Path | None, kind: str, settings: dict, resume: str = "auto",
+                 resume_key: str = "resume", on_change: str = "error"):
+        self.path = Path(path) if path is not None else None
+        self.kind, self.settings, self.resume, self.resume_key = kind, settings, resume_mode(resume), resume_key
+        self.on_change, self.format = on_change, f"distillkit.{kind}-checkpoint/{FORMAT_VERSION}"
+        self.last_saved: Path | None = None
+
+    def save(self, position: int, state: dict) -> None:
+        """Write ``state`` (at ``position``: an iteration, round or step count) in one atomic rename."""
+        if self.path is None:
+            return
+        payload = {"format": self.format, "position": int(position), "settings": self.settings, "state": state}
+        if self.path.suffix == ".json":
+            write_json(self.path, payload)
+        else:
+            with atomic_path(self.path) as tmp:
+                torch.save(payload, tmp)
+        self.last_saved = self.path
+
+    def load(self) -> tuple[int, dict] | None:
+        """``(position, state)`` to continue from, or None to start fresh (see the module docstring)."""
+        mode, path = self.resume, self.path
+        if mode == "false" or path is None or (mode == "auto" and not path.is_file()):
+            return None
+        if not path.is_file():
+            raise UserError(f"{self.resume_key}=true but there is no checkpoint at {path}")
+        payload = self._read(path)
+        if payload is None:
+            return None
+        changed = {k: (payload["settings"].get(k), v) for k, v in self.settings.items()
+                   if payload["settings"].get(k) != v}
+        if changed:
+            if self.on_change == "restart" and mode == "auto":
+                return None
+            described = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            if mode == "auto":
+                raise UserError(f"{path} was made with other settings ({described}); set {self.resume_key}=true to "
+                                f"continue from it anyway, or {self.resume_key}=false to start over")
+            log.warning("%s: resuming from %s under changed settings: %s", self.kind, path, described)
+        self.last_saved = path
+        return int(payload["position"]), payload["state"]
+
+    def _read(self, path: Path) -> dict | None:
+        try:
+            if path.suffix == ".json":
+                payload = json.loads(path.read_text())
+            else:
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or foreign: say which file, not a pickle traceback
+            if self.on_change == "restart":
+                return None
+            raise UserError(f"{path} is not a readable checkpoint ({err}); delete it or set "
+                            f"{self.resume_key}=false") from None
+        if not isinstance(payload, dict) or payload.get("format") != self.format:
+            if self.on_change == "restart":
+                return None
+            raise UserError(f"{path} is not a distillkit {self.kind} checkpoint")
+        return payload

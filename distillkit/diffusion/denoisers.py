@@ -1,0 +1,29 @@
+"""Denoiser networks and the noise schedule they are trained under."""
+
+from __future__ import annotations
+
+import math
+
+
+def build_unet(unet_cfg: dict, channels: int, num_classes: int, sample_size: tuple[int, int]):
+    """A class-conditional ``UNet2DModel``; class index ``num_classes`` is the null class (CFG)."""
+    from diffusers import UNet2DModel
+
+    widths = [int(unet_cfg["width"]) * int(m) for m in unet_cfg["channel_mult"]]
+    attend = [bool(unet_cfg["attention"]) and i == len(widths) - 1 for i in range(len(widths))]  # deepest only
+    down = ["AttnDownBlock2D" if a else "DownBlock2D" for a in attend]
+    up = ["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attend)]  # up blocks run deepest first
+    return UNet2DModel(
+        sample_size=sample_size, in_channels=channels, out_channels=channels,
+        layers_per_block=int(unet_cfg["layers_per_block"]), block_out_channels=widths,
+        down_block_types=down, up_block_types=up,
+        # 32 groups as in DDPM, fewer when the width is not a multiple of 32
+        norm_num_groups=math.gcd(32, *widths), num_class_embeds=num_classes + 1,
+    )
+
+
+def noise_schedule(train_cfg: dict):
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=int(train_cfg["timesteps"]), beta_schedule=train_cfg["beta_schedule"],
+                         clip_sample=True, prediction_type="epsilon")

@@ -1,0 +1,1 @@
+"""Learners: networks the ``rounds`` schedule trains batch by batch (``conf/learner``). One file per family."""

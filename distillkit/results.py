@@ -1,0 +1,72 @@
+"""``results.json`` and the final line, built in one place for ``distillkit run`` and ``distillkit eval``.
+
+The contract: ``method``, ``dataset``, ``ipc``, ``status``, ``metrics`` (every named metric as
+``{mean, std, runs}``), ``primary_metric`` (``{name, higher_is_better, unit}``), ``accuracy`` at the
+top level whenever the evaluator reports it, the evaluator's details (``per_model``, ``labels``,
+``eval_lr``…), ``published``, ``roles`` (what each trained role measured of itself), ``seconds`` per
+phase, and the device. ``run`` adds ``budget``, ``seed``, the set's size and the resolved config;
+``eval`` adds the set's path and the evaluator's config.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+from distillkit.published import published_number
+from distillkit.stages import EvalReport
+
+
+def results(*, method: str, dataset: str, ipc, status: str, report: EvalReport | None, roles: dict,
+            seconds: dict, device: torch.device, published_as: str | None = None, **extra) -> dict:
+    """The results dict; ``extra`` keys (budget, seed, config, source…) follow the shared ones.
+    ``published_as``: the method's name in the published table (``full`` is ``whole``), None for no lookup."""
+    payload = {"method": method, "dataset": dataset, "ipc": ipc, "status": status}
+    if report is not None:
+        metrics = {name: metric.as_dict() for name, metric in report.metrics.items()}
+        if "accuracy" in metrics:  # a public contract older than named metrics
+            payload["accuracy"] = metrics["accuracy"]
+        payload.update({"metrics": metrics, "primary_metric": {"name": report.primary,
+                        "higher_is_better": report.higher_is_better, "unit": report.unit}, **report.details,
+                        "published": published_as and published_number(dataset, published_as, ipc, report.primary)})
+    payload.update({"roles": roles, "seconds": seconds, "device": str(device), "device_name": device_name(device),
+                    "torch": torch.__version__, **extra})
+    return payload
+
+
+def objective(payload: dict) -> float | None:
+    """The primary metric's mean (what a sweeper optimises), or None for a run that stopped before evaluating."""
+    primary = payload.get("primary_metric")
+    return payload["metrics"][primary["name"]]["mean"] if primary else None
+
+
+def result_line(payload: dict, where: Path) -> str:
+    """One line: the primary metric as mean ± std over its runs, the published number beside it, and where."""
+    head = f"{payload['method']} {payload['dataset']} ipc={payload['ipc']}"
+    primary = payload.get("primary_metric")
+    if not primary:
+        return f"{head}: {payload['status']} -> {where}"
+    metric = payload["metrics"][primary["name"]]
+    unit = f" {primary['unit']}" if primary["unit"] else ""
+    direction = "" if primary["higher_is_better"] else " (lower is better)"
+    published = f" (published {payload['published']:.1f})" if payload.get("published") is not None else ""
+    return (f"{head}: {primary['name']} {metric['mean']:.2f} ± {metric['std']:.2f}{unit} over {len(metric['runs'])} "
+            f"run(s){direction}{published} -> {where}")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,115 @@
+"""Classifier roles: a network trained on the real training set (the teacher, a scorer's briefly trained
+networks), or loaded from weights the user names; and the fresh student a ``rounds`` learner trains."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from distillkit.config import model_config
+from distillkit.data.augment import DSA
+from distillkit.errors import UserError
+from distillkit.roles import Role
+from distillkit.training import TrainSpec, precision, train_classifier, train_settings
+from distillkit.validation import Int, ModelSpec, plain, validated
+
+log = logging.getLogger("distillkit")
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in eval mode without gradients: a role is read, never trained, by the stages."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class TrainedClassifier(Role):
+    """A classifier trained on the real training set, cached (``conf/role/classifier.yaml``).
+
+    ``weights``: ``null`` trains it; ``pretrained`` takes the model config's own pretrained weights
+    (a timm model with ``pretrained: true``) untrained; a path loads a state dict (``.safetensors``, or
+    ``.pt`` read with ``weights_only=True``) into the configured model.
+    """
+
+    kind = "classifier"
+
+    @validated
+    def __init__(self, model: ModelSpec, train: TrainSpec, seed: Int = 0,
+                 dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate", weights: str | None = None,
+                 name: str = "teacher"):
+        self.model, self.train_spec, self.seed, self.name = plain(model), train, seed, name
+        self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
+        self.weights = weights
+
+    def settings(self, ctx) -> dict:
+        return {"model": plain(model_config(self.model)), "train": train_settings(self.train_spec), "seed": self.seed,
+                "dsa_strategy": self.dsa_strategy}
+
+    def precision(self, ctx) -> str:
+        return precision(ctx.device, self.train_spec.amp, self.train_spec.amp_on_cpu)
+
+    def train(self, ctx, folder: Path) -> dict:
+        from safetensors.torch import save_file
+
+        log.info("training %s %s on %s (%d epochs); cached for later runs", self.name, model_config(self.model).name,
+                 ctx.data.name, self.train_spec.epochs)
+        torch.manual_seed(self.seed)
+        model = ctx.build_model(self.model)
+        if self.train_spec.epochs > 0:
+            augment = DSA(self.dsa_strategy, seed=self.seed) if self.dsa_strategy else None
+            train_classifier(model, ctx.train_images, ctx.train_labels, self.train_spec, augment=augment, desc=self.name)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                  str(folder / WEIGHTS_FILE))
+        return {}
+
+    def load(self, ctx, folder: Path) -> torch.nn.Module:
+        from safetensors.torch import load_file
+
+        model = ctx.build_model(self.model)
+        model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(ctx.device)))
+        return frozen(model)
+
+    def materialise(self, ctx):
+        if self.weights is None:
+            return super().materialise(ctx)
+        return frozen(self.named_weights(ctx)), {"weights": self.weights}
+
+    def named_weights(self, ctx) -> torch.nn.Module:
+        """The configured model with the weights the user named (no training, no cache)."""
+        model = ctx.build_model(self.model)
+        if self.weights == "pretrained":
+            return model
+        path = Path(self.weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"roles.{self.name}.weights: no such file {path}")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+                state = load_file(str(path), device=str(ctx.device))
+            else:
+                state = torch.load(path, map_location=ctx.device, weights_only=True)
+            model.load_state_dict(state)
+        except Exception as err:  # a foreign or mismatched checkpoint: say which, not a traceback
+            raise UserError(f"roles.{self.name}.weights: {path} does not fit model "
+                            f"'{model_config(self.model).name}' ({str(err).splitlines()[0]})") from None
+        return model
+
+
+class FreshNetwork(Role):
+    """An untrained network of the configured model: the student a ``rounds`` learner trains."""
+
+    kind = "fresh"
+
+    @validated
+    def __init__(self, model: ModelSpec, seed: Int = 0):
+        self.model, self.seed = plain(model), seed
+
+    def materialise(self, ctx):
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            return ctx.build_model(self.model), {}

@@ -1,0 +1,182 @@
+"""The ``diffusion`` role: a class-conditional diffusion model of the real data (``conf/role/diffusion.yaml``).
+
+``source: local`` trains a diffusers ``UNet2DModel`` on the real training images (DDPM noise prediction,
+a null class for classifier-free guidance; :mod:`distillkit.diffusion`) and caches it by dataset, UNet
+and training settings, seed and precision. ``source: pretrained`` loads a class-conditional diffusers
+pipeline (DiT) with a map from the dataset's classes to the pipeline's labels. Either way the role is a
+:class:`DiffusionModel`: ``generate(labels, …)`` gives images in the dataset's normalised space.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from distillkit.diffusion.denoisers import build_unet
+from distillkit.diffusion.pixels import crop, from_pixels, padding_for, to_channels, to_model_space
+from distillkit.diffusion.sampling import sample_ddim
+from distillkit.diffusion.training import train_denoiser
+from distillkit.errors import UserError
+from distillkit.roles import Role
+from distillkit.training import autocast, precision
+from distillkit.validation import (ConfigError, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                                   UnitInterval, validated)
+
+log = logging.getLogger("distillkit")
+
+
+@dataclass
+class UNetSettings:
+    width: PositiveInt = 32                  # channels of the first level
+    channel_mult: list[PositiveInt] = (1, 2, 2)  # per-level width multipliers; one level per entry
+    layers_per_block: PositiveInt = 1
+    attention: bool = False                  # self-attention at the deepest level
+
+
+@dataclass
+class DiffusionTraining:
+    steps: PositiveInt = 2800
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 5e-4
+    weight_decay: NonNegativeFloat = 0.0
+    warmup_steps: NonNegativeInt = 100
+    grad_clip: PositiveFloat = 1.0
+    ema_decay: UnitInterval = 0.999
+    label_dropout: UnitInterval = 0.1
+    timesteps: PositiveInt = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    checkpoint_every: PositiveInt = 250
+
+
+@dataclass
+class PretrainedPipeline:
+    model_id: str | None = "facebook/DiT-XL-2-256"
+    class_map: dict[str, Int] | None = None
+
+
+class DiffusionModel:
+    """A diffusion model of the dataset: ``generate(labels, guidance_scale, steps, generator)`` → images
+    in the dataset's normalised space, one per label."""
+
+    def generate(self, labels: torch.Tensor, guidance_scale: float, steps: int,
+                 generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LocalDiffusion(DiffusionModel):
+    """A UNet trained here, on pixels padded so every level halves the image."""
+
+    def __init__(self, unet, data, padding, train_cfg: dict, amp: bool):
+        self.unet, self.data, self.padding, self.train_cfg, self.amp = unet, data, padding, train_cfg, amp
+
+    def generate(self, labels, guidance_scale, steps, generator):
+        pixels = sample_ddim(self.unet, labels, self.data.num_classes, self.train_cfg, steps, guidance_scale,
+                             generator, self.amp)
+        return from_pixels((crop(pixels, self.padding) + 1) / 2, self.data)
+
+
+class PipelineDiffusion(DiffusionModel):
+    """A diffusers pipeline; its outputs are resized to the dataset's size and channels."""
+
+    def __init__(self, pipeline, pipeline_labels: torch.Tensor, data, amp: bool, device):
+        self.pipeline, self.pipeline_labels, self.data, self.amp = pipeline.to(device), pipeline_labels, data, amp
+        self.pipeline.set_progress_bar_config(disable=True)
+
+    def generate(self, labels, guidance_scale, steps, generator):
+        with autocast(labels.device, self.amp):
+            pixels = self.pipeline(class_labels=self.pipeline_labels[labels.cpu()].tolist(),
+                                   guidance_scale=guidance_scale, num_inference_steps=steps, generator=generator,
+                                   output_type="pt").images.float()
+        pixels = F.interpolate(pixels, size=self.data.image_size, mode="bilinear", antialias=True,
+                               align_corners=False).clamp(0, 1)
+        return from_pixels(to_channels(pixels, self.data.channels), self.data)
+
+
+class DiffusionRole(Role):
+    """The class-conditional diffusion model a method asks for as ``ctx.role("diffusion")``.
+
+    ``pipeline``: a ready diffusers pipeline for ``source: pretrained``, used instead of loading
+    ``pretrained.model_id`` (for callers that built or loaded one themselves; never cached).
+    """
+
+    kind = "diffusion_unet"
+
+    @validated
+    def __init__(self, source: Literal["local", "pretrained"] = "local", seed: Int = 0, amp: bool = True,
+                 unet: UNetSettings = UNetSettings(), train: DiffusionTraining = DiffusionTraining(),
+                 pretrained: PretrainedPipeline = PretrainedPipeline(), pipeline=None):
+        self.source, self.seed, self.amp = source, seed, amp
+        self.unet_cfg, self.train_cfg = dict(vars(unet)), dict(vars(train))
+        self.unet_cfg["channel_mult"] = list(self.unet_cfg["channel_mult"])
+        self.pretrained, self.pipeline, self.cacheable = pretrained, pipeline, pipeline is None
+        if source == "pretrained" and pipeline is None and not pretrained.model_id:
+            raise ConfigError("pretrained.model_id", "is needed for source=pretrained (e.g. facebook/DiT-XL-2-256)")
+
+    # ---- identity ------------------------------------------------------------------------------
+    def precision(self, ctx) -> str:
+        return precision(ctx.device, self.amp, on_cpu=self.source == "local")
+
+    def settings(self, ctx) -> dict:
+        if self.source == "pretrained":
+            return {"pretrained": {"model_id": self.pretrained.model_id, "class_map": self.pretrained.class_map}}
+        # how often to checkpoint does not change the model
+        train = {k: v for k, v in self.train_cfg.items() if k != "checkpoint_every"}
+        return {"unet": self.unet_cfg, "train": train, "seed": self.seed}
+
+    # ---- the local UNet --------------------------------------------------------------------------
+    def padding(self, ctx) -> tuple[int, int, int, int]:
+        return padding_for(ctx.data.image_size, len(self.unet_cfg["channel_mult"]))
+
+    def train(self, ctx, folder: Path) -> dict:
+        log.info("training a class-conditional diffusion UNet on %s (%d steps); cached for later runs",
+                 ctx.data.name, self.train_cfg["steps"])
+        left, right, top, bottom = padding = self.padding(ctx)
+        size = (ctx.data.image_size[0] + top + bottom, ctx.data.image_size[1] + left + right)
+        torch.manual_seed(self.seed)
+        unet = build_unet(self.unet_cfg, ctx.data.channels, ctx.data.num_classes, size).to(ctx.device)
+        pixels = F.pad(to_model_space(ctx.train_images, ctx.data), padding, mode="replicate")
+        train_denoiser(unet, pixels, ctx.train_labels, ctx.data.num_classes, self.train_cfg, folder, self.seed,
+                       self.amp)
+        return {}
+
+    def load(self, ctx, folder: Path) -> LocalDiffusion:
+        from diffusers import UNet2DModel
+
+        # low_cpu_mem_usage would need accelerate, which distillkit does not depend on
+        unet = UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False).to(ctx.device).eval()
+        return LocalDiffusion(unet, ctx.data, self.padding(ctx), self.train_cfg, self.amp)
+
+    # ---- a pretrained pipeline ---------------------------------------------------------------------
+    def materialise(self, ctx):
+        if self.source == "local":
+            return super().materialise(ctx)
+        labels = self.class_map(ctx)  # before the (slow) load: a bad map fails at once
+        pipeline = self.pipeline if self.pipeline is not None else self.load_pipeline()
+        return PipelineDiffusion(pipeline, labels, ctx.data, self.amp, ctx.device), {"weights": self.pretrained.model_id}
+
+    def load_pipeline(self):
+        from diffusers import DiTPipeline
+
+        model_id = self.pretrained.model_id
+        try:
+            return DiTPipeline.from_pretrained(model_id)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot load the diffusers pipeline '{model_id}' ({str(err).splitlines()[0]}); it needs "
+                            "the hub weights (a network, or a local folder as roles.diffusion.pretrained.model_id), "
+                            "or use roles.diffusion.source=local") from None
+
+    def class_map(self, ctx) -> torch.Tensor:
+        """The pipeline label of each dataset class, looked up by class folder name, then class name."""
+        mapping = {str(k): v for k, v in (self.pretrained.class_map or {}).items()}
+        keys = ctx.data.extra.get("folder_classes") or ctx.data.classes
+        missing = [k for k, name in zip(keys, ctx.data.classes) if k not in mapping and name not in mapping]
+        if missing:
+            raise UserError(f"roles.diffusion.pretrained.class_map has no label for class(es) "
+                            f"{', '.join(map(str, missing))}")
+        return torch.tensor([int(mapping[k] if k in mapping else mapping[name])
+                             for k, name in zip(keys, ctx.data.classes)])

@@ -1,0 +1,104 @@
+"""The ``rounds`` schedule: generation, a replay buffer and a learner, interleaved (SSD-KD's shape).
+
+Each round: the generator makes a batch; the scorer scores it (or not); the buffer takes it in
+(fixed size: the oldest, or lowest-scored, entries make room); then ``steps_per_round`` times the
+sampler draws a batch from the buffer and the learner trains on it, its per-sample feedback becoming
+those samples' new scores. After the last round the buffer is the distilled set and the evaluator
+assesses the learner's network.
+
+Every ``checkpoint_every`` rounds the whole state — every stage's state (a generator's RNG…), the
+buffer, the learner's network and optimiser, the global RNG — goes to ``run_dir/rounds_checkpoint.pt``;
+the same command continues from it and ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from distillkit.checkpoint import Checkpoint, resume_mode
+from distillkit.errors import DivergedError
+from distillkit.progress import progress
+from distillkit.schedules import Artefacts, Outcome, Schedule, Stages, prepare_roles
+from distillkit.schedules.buffer import ReplayBuffer
+from distillkit.stages import Scores
+from distillkit.validation import ConfigError, PositiveInt, plain, validated
+
+log = logging.getLogger("distillkit")
+
+CHECKPOINT_NAME = "rounds_checkpoint.pt"
+
+
+class Rounds(Schedule):
+    """Options mirror ``conf/schedule/rounds.yaml``."""
+
+    @validated
+    def __init__(self, rounds: PositiveInt = 10, steps_per_round: PositiveInt = 10, buffer_size: PositiveInt = 1000,
+                 replace: Literal["oldest", "lowest"] = "oldest", checkpoint_every: PositiveInt = 1,
+                 resume: str = "auto"):
+        self.rounds, self.steps_per_round, self.buffer_size = rounds, steps_per_round, buffer_size
+        self.replace, self.checkpoint_every, self.resume = replace, checkpoint_every, resume_mode(resume)
+
+    def check(self, stages: Stages, ctx) -> None:
+        if stages.learner is None:
+            raise ConfigError("learner", "the rounds schedule trains a learner: pick one (learner=classifier)")
+
+    def settings(self, ctx) -> dict:
+        """What a checkpoint must share with the run that continues it (``rounds`` may be extended)."""
+        return {"config": {k: plain(ctx.cfg[k]) for k in ("dataset", "generator", "scorer", "sampler", "learner")
+                           if k in ctx.cfg},
+                "ipc": ctx.ipc, "seed": ctx.seed, "buffer_size": self.buffer_size, "replace": self.replace,
+                "steps_per_round": self.steps_per_round}
+
+    def run(self, stages: Stages, ctx, artefacts: Artefacts) -> Outcome:
+        prepare_roles(stages, ctx, artefacts)
+        learner = stages.learner
+        learner.start(ctx)
+        buffer = ReplayBuffer(self.buffer_size, self.replace)
+        path = Path(ctx.run_dir) / CHECKPOINT_NAME if ctx.run_dir is not None else None
+        checkpoint = Checkpoint(path, "rounds", self.settings(ctx), self.resume, "schedule.resume")
+        start = self.restore(checkpoint, stages, buffer, ctx)
+        with artefacts.timed("rounds"):
+            for done in progress(range(start, self.rounds), desc="rounds", total=self.rounds - start):
+                self.round(stages, buffer, ctx)
+                if (done + 1) % self.checkpoint_every == 0 or done + 1 == self.rounds:
+                    if not torch.isfinite(buffer.scores).all():  # the only host sync of the loop
+                        raise DivergedError(f"rounds: the learner's losses became NaN or infinite by round {done + 1} "
+                                            f"(lower learner.lr; last good checkpoint: {checkpoint.last_saved})")
+                    checkpoint.save(done + 1, self.state(stages, buffer))
+        distilled = buffer.set.to("cpu")
+        artefacts.save_set(distilled)
+        with artefacts.timed("evaluator"):
+            report = stages.evaluator.assess([learner.model], ctx)
+        report.details["buffer"] = {"size": len(buffer), "capacity": self.buffer_size, "samples_generated": buffer.added}
+        return Outcome("evaluated", distilled, report)
+
+    def round(self, stages: Stages, buffer: ReplayBuffer, ctx) -> None:
+        batch = stages.generator(ctx)
+        scores = stages.scorer(batch, ctx)
+        buffer.add(batch, None if scores is None else scores.pool)
+        for _ in range(self.steps_per_round):
+            indices = stages.sampler(buffer.set, Scores(buffer.scores), ctx)
+            buffer.update(indices, stages.learner.step(buffer.set.subset(indices), ctx))
+
+    @staticmethod
+    def state(stages: Stages, buffer: ReplayBuffer) -> dict:
+        return {"stages": {name: stage.state_dict() for name, stage in stages.named().items()},
+                "buffer": buffer.state_dict(), "rng": torch.get_rng_state()}
+
+    @staticmethod
+    def restore(checkpoint: Checkpoint, stages: Stages, buffer: ReplayBuffer, ctx) -> int:
+        """The first round to run: 0, or the one after the checkpoint's (whose state is restored)."""
+        resumed = checkpoint.load()
+        if resumed is None:
+            return 0
+        done, state = resumed
+        for name, stage in stages.named().items():
+            stage.load_state_dict(state["stages"][name])
+        buffer.load_state_dict(state["buffer"], ctx.device)
+        torch.set_rng_state(state["rng"])
+        log.info("rounds: resumed from %s after round %d", checkpoint.path, done)
+        return done

@@ -1,0 +1,36 @@
+"""Per-class selection helpers that samplers and generators share (neither imports the other)."""
+
+from __future__ import annotations
+
+import torch
+
+from distillkit.errors import UserError
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``: draws that do not depend on (or move) the global RNG."""
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
+
+
+def per_class(pool, count: int, num_classes: int):
+    """Yield (class, pool indices of that class); a class with fewer than ``count`` samples is an error."""
+    for c in range(num_classes):
+        idx = torch.nonzero(pool.labels == c).flatten()
+        if len(idx) < count:
+            raise UserError(f"class {c} has {len(idx)} samples in the pool, fewer than ipc={count}")
+        yield c, idx
+
+
+def random_per_class(pool, count: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Pool indices of ``count`` samples per class, uniformly without replacement, class by class."""
+    return torch.cat([idx[torch.randperm(len(idx), generator=generator)[:count].to(idx.device)]
+                      for _, idx in per_class(pool, count, num_classes)])
+
+
+def smallest_class(labels: torch.Tensor, num_classes: int) -> tuple[int, int]:
+    """(class, count) of the class with the fewest samples."""
+    counts = torch.bincount(labels.cpu(), minlength=num_classes)
+    c = int(counts.argmin())
+    return c, int(counts[c])

@@ -1,0 +1,79 @@
+"""What the tests share besides fixtures: the real config shrunk to tiny runs, and two contexts —
+a real one on tiny digits, and a stub for unit tests of a single stage."""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from distillkit.cache import Cache, cache_spec
+from distillkit.roles import Role, Roles
+from distillkit.tracking import NoTracker
+
+# Small, real runs: digits with 30 training images per class, 3 evaluation epochs, no tracker.
+TINY = ("budget=smoke", "tracker=none", "dataset=digits", "dataset.train_per_class=30", "dataset.test_per_class=20")
+
+
+def compose(*overrides: str):
+    """The real config with ``overrides``, as ``distillkit run`` would compose it."""
+    from distillkit.cli import compose_config
+
+    return compose_config(list(overrides))
+
+
+def tiny_context(run_dir: Path | None, *overrides: str):
+    """A real :class:`~distillkit.context.Context` for the composed ``TINY`` config plus ``overrides``."""
+    from distillkit.run import make_context, plan
+
+    cfg = compose(*TINY, *overrides)
+    return make_context(cfg, run_dir, plan(cfg).roles, NoTracker())
+
+
+class StubRole(Role):
+    """A role that is a given object: ``settings`` stand for what made it (its cache key)."""
+
+    def __init__(self, value, settings: dict | None = None):
+        self.value, self.stub_settings = value, dict(settings or {"stub": True})
+
+    def settings(self, ctx) -> dict:
+        return self.stub_settings
+
+    def precision(self, ctx) -> str:
+        return "fp32"
+
+    def materialise(self, ctx):
+        return self.value, {}
+
+
+@dataclass
+class StubContext:
+    """Just what a single sampler or scorer reads: ipc, seed, classes, an optional run folder, roles."""
+
+    ipc: int
+    num_classes: int = 2
+    seed: int = 0
+    run_dir: Path | None = None
+    cache_dir: Path | None = None
+    train_images: torch.Tensor | None = None
+    train_labels: torch.Tensor | None = None
+    role_values: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.device = torch.device("cpu")
+        self.tracker = NoTracker()
+        self.data = types.SimpleNamespace(num_classes=self.num_classes,
+                                          classes=[f"c{i}" for i in range(self.num_classes)])
+        self.dataset_identity = {"name": "stub"}
+        self.cache = Cache(self.cache_dir or Path("/nonexistent"), enabled=self.cache_dir is not None)
+        self.roles = Roles({})
+        self.roles.roles.update({name: StubRole(value) for name, value in self.role_values.items()})
+
+    def role(self, name: str):
+        return self.roles.get(name, self)
+
+
+def stub_spec(settings: dict) -> dict:
+    return cache_spec({"name": "stub"}, "fp32", **settings)
