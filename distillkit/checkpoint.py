@@ -46,7 +46,7 @@ class Checkpoint:
     for a resume; ``resume_key`` is the config key a user sets to change ``resume`` (for messages).
     """
 
-    def __init__(self, path: Path | None, kind: str, settings: dict, resume: str = "auto",
+    def __init__(self, path: Path | None, kind: str, settings: dict, resume: bool | str = "auto",
                  resume_key: str = "resume", on_change: str = "error"):
         self.path = Path(path) if path is not None else None
         self.kind, self.settings, self.resume, self.resume_key = kind, settings, resume_mode(resume), resume_key

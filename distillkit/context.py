@@ -24,6 +24,17 @@ def build_model(model_cfg, data: RealData, device: torch.device) -> torch.nn.Mod
 
 
 @dataclass
+class Split:
+    """The training data split for trained roles: what they train on, and the held-out part (never trained
+    on by a role) that measures them. Tensors on the run's device."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    held_out_images: torch.Tensor
+    held_out_labels: torch.Tensor
+
+
+@dataclass
 class Context:
     """What every stage may use.
 
@@ -31,7 +42,8 @@ class Context:
     here); ``data`` the real train/test split on the CPU, with ``train_images`` & co. its copies on
     ``device``, made on first use; ``run_dir`` the run's folder (None: write no artefacts); ``cache``
     the shared cache; ``tracker`` W&B or nothing; ``roles`` the trained networks, asked for by name
-    with :meth:`role`. The test split is for evaluators only.
+    with :meth:`role`; ``split`` the training data divided for trained roles (:class:`Split`). The test
+    split is for evaluators only.
     """
 
     cfg: DictConfig
@@ -63,6 +75,19 @@ class Context:
     @cached_property
     def train_labels(self) -> torch.Tensor:
         return self.data.train_labels.to(self.device)
+
+    @cached_property
+    def split(self) -> Split:
+        """``validation.fraction`` of every class held out of the training data (seed ``validation.seed``):
+        trained roles learn from the rest and are measured on it. The test split stays the evaluators'."""
+        from distillkit.selection import held_out
+
+        settings = self.cfg.validation
+        kept, held = held_out(self.data.train_labels, self.data.num_classes, float(settings.fraction),
+                              int(settings.seed))
+        kept, held = kept.to(self.device), held.to(self.device)
+        return Split(self.train_images[kept], self.train_labels[kept], self.train_images[held],
+                     self.train_labels[held])
 
     @cached_property
     def test_images(self) -> torch.Tensor:

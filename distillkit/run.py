@@ -46,6 +46,11 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"seed must be an integer, got {cfg.get('seed')!r}")
     resolve_device(cfg.device)
     check_dataset(cfg.dataset)
+    fraction = cfg.validation.get("fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+        raise ConfigError("validation.fraction", f"must be a number between 0 and 1 (got {fraction!r})")
+    if isinstance(cfg.validation.get("seed"), bool) or not isinstance(cfg.validation.get("seed"), int):
+        raise ConfigError("validation.seed", f"must be an integer (got {cfg.validation.get('seed')!r})")
 
 
 def resolve_device(name) -> torch.device:

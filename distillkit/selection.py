@@ -34,3 +34,17 @@ def smallest_class(labels: torch.Tensor, num_classes: int) -> tuple[int, int]:
     counts = torch.bincount(labels.cpu(), minlength=num_classes)
     c = int(counts.argmin())
     return c, int(counts[c])
+
+
+def held_out(labels: torch.Tensor, num_classes: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held-out) indices: ``fraction`` of every class, at least one image of each class that has two,
+    drawn with ``seed``; both sorted."""
+    generator = seeded(seed)
+    kept, held = [], []
+    for c in range(num_classes):
+        members = torch.nonzero(labels.cpu() == c).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        count = min(len(members) - 1, max(1, round(fraction * len(members)))) if len(members) > 1 else 0
+        held.append(members[:count])
+        kept.append(members[count:])
+    return torch.cat(kept).sort().values, torch.cat(held).sort().values

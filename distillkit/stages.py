@@ -41,6 +41,7 @@ class Stage:
     """What every stage shares: the roles it asks for, and a check against the data."""
 
     roles: tuple[str, ...] = ()
+    key: str = ""  # where its settings sit in the config ("generator"), set when it is built
 
     def check(self, ctx) -> None:
         """Raise a UserError if this stage cannot run on ``ctx``'s data; called before any stage works."""

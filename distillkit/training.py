@@ -43,6 +43,11 @@ class TrainSpec:
     schedule: Literal[SCHEDULES] = "step_half"  # step_half | cosine | constant
     amp: bool = True  # bf16 autocast where the device is CUDA
     amp_on_cpu: bool = False  # also on CPUs with native bf16 units: distillation stages (experts), never evaluation
+    min_steps: NonNegativeInt = 0  # a floor on optimiser steps: more epochs on a small dataset
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """``epochs``, raised until they hold ``min_steps`` optimiser steps (a budget that scales with the data)."""
+        return max(self.epochs, math.ceil(self.min_steps / max(1, steps_per_epoch)))
 
 
 def make_optimizer(params, spec: TrainSpec, lr: float):
@@ -56,7 +61,7 @@ def make_optimizer(params, spec: TrainSpec, lr: float):
 
 
 def make_schedule(optimizer, spec: TrainSpec, steps_per_epoch: int):
-    total = max(1, spec.epochs * steps_per_epoch)
+    total = max(1, spec.epochs_for(steps_per_epoch) * steps_per_epoch)
     if spec.schedule == "step_half":  # DC/DSA/DM/MTT: ×0.1 once, at half of training
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, [max(1, total // 2)], gamma=0.1)
     if spec.schedule == "cosine":
@@ -107,7 +112,8 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, spec: TrainSpec,
                      augment=None, lr: float | None = None, desc: str = "train",
                      generator: torch.Generator | None = None) -> nn.Module:
-    """Train ``model`` in place on (images, targets) for ``spec.epochs`` epochs; returns it.
+    """Train ``model`` in place on (images, targets) for ``spec.epochs`` epochs (more when ``spec.min_steps``
+    asks for more steps); returns it.
 
     ``targets`` are class indices or per-sample probability vectors. ``lr`` overrides
     ``spec.lr`` (a distilled set's learned lr). Raises :class:`DivergedError` on a NaN loss,
@@ -121,7 +127,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tens
     schedule = make_schedule(optimizer, spec, steps)
     model.train()
     last_loss = torch.zeros((), device=device)
-    for _ in progress(range(spec.epochs), desc=desc, leave=False):
+    for _ in progress(range(spec.epochs_for(steps)), desc=desc, leave=False):
         order = torch.randperm(n, device=device, generator=generator)
         for s in range(steps):
             idx = order[s * batch:(s + 1) * batch]
@@ -160,3 +166,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2048, embe
     model.eval()
     fn = model.embed if embed else model
     return torch.cat([fn(images[s:s + batch_size]).float() for s in range(0, len(images), batch_size)])
+
+
+def optimiser_steps(spec: TrainSpec, num_images: int) -> int:
+    """How many optimiser steps :func:`train_classifier` takes for ``spec`` on ``num_images`` images."""
+    steps = math.ceil(num_images / min(spec.batch_size, num_images))
+    return spec.epochs_for(steps) * steps

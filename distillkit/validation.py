@@ -101,7 +101,8 @@ def build(node, key: str, **kwargs):
 
     Nested stages are not built here: a constructor that takes one builds it with :func:`build` under
     its own relative key, so every error climbs back up with its full key. Any bad setting becomes
-    one :class:`ConfigError`; a stage's own :class:`UserError` passes through.
+    one :class:`ConfigError`; a stage's own :class:`UserError` passes through. A stage or role learns
+    its ``key`` (for messages at run time).
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
@@ -111,7 +112,7 @@ def build(node, key: str, **kwargs):
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(key, f"needs a config with a _target_ (got {node!r})")
     try:
-        return instantiate(node, _recursive_=False, _convert_="all", **kwargs)
+        built = instantiate(node, _recursive_=False, _convert_="all", **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
         if isinstance(cause, ConfigError):
@@ -121,6 +122,9 @@ def build(node, key: str, **kwargs):
         if cause is None:  # the target itself cannot be imported or called
             raise ConfigError("_target_", str(err).splitlines()[0]).under(key) from None
         raise
+    if hasattr(type(built), "key"):  # stages and roles name their config key in later messages
+        built.key = key
+    return built
 
 
 def with_origin(err: ConfigError, cfg: DictConfig) -> ConfigError:

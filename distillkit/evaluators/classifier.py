@@ -24,9 +24,9 @@ from distillkit.checkpoint import Checkpoint
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
 from distillkit.stages import EvalReport, Evaluator, Metric
-from distillkit.training import OPTIMIZERS, SCHEDULES, TrainSpec, accuracy, train_classifier
-from distillkit.validation import (Int, ModelSpec, NonNegativeFloat, PositiveFloat, PositiveInt, ConfigError, plain,
-                                   validated)
+from distillkit.training import OPTIMIZERS, SCHEDULES, TrainSpec, accuracy, optimiser_steps, train_classifier
+from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                                   PositiveInt, plain, validated)
 
 log = logging.getLogger("distillkit")
 
@@ -44,14 +44,16 @@ class ClassifierEvaluator(Evaluator):
                  schedule: Literal[SCHEDULES] = "step_half", dsa: bool = True,
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", labels: Literal["auto", "hard", "soft"] = "auto",
                  soft_label_temperature: PositiveFloat = 1.0, num_seeds: PositiveInt = 3, seed: Int = 0,
-                 checkpoint: str = "final", amp: bool = True, test_batch_size: PositiveInt = 2048):
+                 checkpoint: str = "final", amp: bool = True, test_batch_size: PositiveInt = 2048,
+                 min_steps: NonNegativeInt = 0):
         if checkpoint != "final":
             raise ConfigError("checkpoint", "only 'final' is reported (best-on-test is not a fair protocol)")
         if not models:
             raise ConfigError("models", "needs at least one model")
         self.models = [plain(m) for m in models]
         self.spec = TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                              momentum=momentum, weight_decay=weight_decay, schedule=schedule, amp=amp)
+                              momentum=momentum, weight_decay=weight_decay, schedule=schedule, amp=amp,
+                              min_steps=min_steps)
         self.use_learned_lr, self.labels, self.temperature = use_learned_lr, labels, soft_label_temperature
         self.dsa_strategy = dsa_strategy if dsa else None
         self.num_seeds, self.seed, self.test_batch_size = num_seeds, seed, test_batch_size
@@ -104,8 +106,10 @@ class ClassifierEvaluator(Evaluator):
                 progress.record(name, s, runs[-1])
                 log.info("eval %s seed %d: %.2f%%", name, s, runs[-1])
             per_model[name] = Metric.of(runs)
-        return self.report(per_model, labels="soft" if targets.dtype.is_floating_point else "hard",
-                           lr=lr if lr is not None else self.spec.lr)
+        report = self.report(per_model, labels="soft" if targets.dtype.is_floating_point else "hard",
+                             lr=lr if lr is not None else self.spec.lr)
+        report.details["train_steps"] = optimiser_steps(self.spec, len(images))
+        return report
 
     def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
         """Test networks trained elsewhere (a ``rounds`` learner's) on the real test set."""

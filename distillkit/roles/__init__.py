@@ -10,6 +10,13 @@ request trains it (or loads the weights the user named) and stores it in the cac
 
 Training a role never moves the global random state (it runs in a forked RNG), so a run gives the same
 numbers whether its roles came from the cache or were trained on the spot.
+
+**Quality.** A role learns from the training data minus a held-out part (``ctx.split``, set by
+``validation:``) and measures itself on that part when it is trained — a classifier its accuracy, a
+diffusion model its denoising loss — stored beside it in the cache (``quality.json``) and written into
+every run's ``results.json`` (``roles``) and summary. A role below its floor stops the run before any
+stage works, with one line naming the role, its score and the key that trains it longer, unless its
+``accept_below_floor`` is set (then the results say so).
 """
 
 from __future__ import annotations
@@ -41,6 +48,20 @@ class Role:
     kind: str = "role"
     cacheable: bool = True  # False: made from an object handed over in code, so nothing derived from it is cached
     partial: bool = False   # True: this job trains only part of the role (one shard of expert trajectories)
+    key: str = "roles"      # where its settings sit in the config (set when it is built), for messages
+    accept_below_floor: bool = False  # go on with a role under its quality floor (the results say so)
+
+    def shortfall(self, quality: dict) -> str | None:
+        """What is wrong with a role that measured ``quality`` (below its floor), or None."""
+        return None
+
+    def remedy(self, quality: dict) -> str:
+        """How to train the role longer: the key, and its value now."""
+        return f"train it longer ({self.key})"
+
+    def describe(self, quality: dict) -> str:
+        """One line for the run summary."""
+        return ", ".join(f"{k} {v}" for k, v in quality.items()) or "no quality measured"
 
     def settings(self, ctx) -> dict:
         raise NotImplementedError
@@ -102,7 +123,16 @@ class Roles:
         return self._ready[name]
 
     def use(self, role: Role, label: str, ctx):
-        """Any role object (named in the config or not, e.g. a scorer's networks), recorded under ``label``."""
+        """Any role object (named in the config or not, e.g. a scorer's networks), recorded under ``label``
+        after its quality is checked against its floor."""
         value, quality = role.materialise(ctx)
+        problem = role.shortfall(quality)
+        if problem:
+            message = f"role {label}: {problem}"
+            if not role.accept_below_floor:
+                raise UserError(f"{message}; {role.remedy(quality)}, or set {role.key}.accept_below_floor=true to go "
+                                "on anyway")
+            log.warning("%s (going on: %s.accept_below_floor=true)", message, role.key)
+            quality = {**quality, "below_floor": True, "warning": f"{message}; accepted with accept_below_floor"}
         self.report[label] = quality
         return value

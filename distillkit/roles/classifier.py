@@ -12,8 +12,8 @@ from distillkit.config import model_config
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
 from distillkit.roles import Role
-from distillkit.training import TrainSpec, precision, train_classifier, train_settings
-from distillkit.validation import Int, ModelSpec, plain, validated
+from distillkit.training import TrainSpec, accuracy, optimiser_steps, precision, train_classifier, train_settings
+from distillkit.validation import Int, ModelSpec, NonNegativeFloat, plain, validated
 
 log = logging.getLogger("distillkit")
 
@@ -29,22 +29,25 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class TrainedClassifier(Role):
-    """A classifier trained on the real training set, cached (``conf/role/classifier.yaml``).
+    """A classifier trained on the real training data (less the held-out part), cached
+    (``conf/role/classifier.yaml``), and measured on the held-out part.
 
     ``weights``: ``null`` trains it; ``pretrained`` takes the model config's own pretrained weights
     (a timm model with ``pretrained: true``) untrained; a path loads a state dict (``.safetensors``, or
-    ``.pt`` read with ``weights_only=True``) into the configured model.
+    ``.pt`` read with ``weights_only=True``) into the configured model. ``quality_floor``: the lowest
+    held-out accuracy it may have, in multiples of chance (0: no floor).
     """
 
     kind = "classifier"
+    steps_keys = ("train.min_steps", "train.epochs")  # below ``key``: what trains it longer
 
     @validated
     def __init__(self, model: ModelSpec, train: TrainSpec, seed: Int = 0,
                  dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate", weights: str | None = None,
-                 name: str = "teacher"):
+                 quality_floor: NonNegativeFloat = 2.0, accept_below_floor: bool = False, name: str = "teacher"):
         self.model, self.train_spec, self.seed, self.name = plain(model), train, seed, name
         self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
-        self.weights = weights
+        self.weights, self.quality_floor, self.accept_below_floor = weights, quality_floor, accept_below_floor
 
     def settings(self, ctx) -> dict:
         return {"model": plain(model_config(self.model)), "train": train_settings(self.train_spec), "seed": self.seed,
@@ -58,14 +61,41 @@ class TrainedClassifier(Role):
 
         log.info("training %s %s on %s (%d epochs); cached for later runs", self.name, model_config(self.model).name,
                  ctx.data.name, self.train_spec.epochs)
+        split = ctx.split
         torch.manual_seed(self.seed)
         model = ctx.build_model(self.model)
-        if self.train_spec.epochs > 0:
+        steps = optimiser_steps(self.train_spec, len(split.train_labels)) if self.train_spec.epochs else 0
+        if steps:
             augment = DSA(self.dsa_strategy, seed=self.seed) if self.dsa_strategy else None
-            train_classifier(model, ctx.train_images, ctx.train_labels, self.train_spec, augment=augment, desc=self.name)
+            train_classifier(model, split.train_images, split.train_labels, self.train_spec, augment=augment,
+                             desc=self.name)
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   str(folder / WEIGHTS_FILE))
-        return {}
+        return {**self.measure(ctx, model), "steps": steps, "trained_on": len(split.train_labels)}
+
+    def measure(self, ctx, model: torch.nn.Module) -> dict:
+        """Accuracy (%) on the held-out part of the training data, and chance for comparison."""
+        split = ctx.split
+        return {"held_out_accuracy": round(accuracy(model, split.held_out_images, split.held_out_labels,
+                                                    amp=self.train_spec.amp), 2),
+                "held_out_images": len(split.held_out_labels), "chance": round(100.0 / ctx.data.num_classes, 2)}
+
+    def shortfall(self, quality: dict) -> str | None:
+        floor = self.quality_floor * quality["chance"]
+        if quality["held_out_accuracy"] < floor:
+            return (f"held-out accuracy {quality['held_out_accuracy']:.1f} % is below its floor {floor:.1f} % "
+                    f"({self.quality_floor:g} × chance)")
+        return None
+
+    def remedy(self, quality: dict) -> str:
+        steps = f", now {quality['steps']} steps" if "steps" in quality else ""
+        return f"train it longer ({' or '.join(f'{self.key}.{k}' for k in self.steps_keys)}{steps})"
+
+    def describe(self, quality: dict) -> str:
+        how = f"{quality['steps']} steps on {quality['trained_on']} images" if "steps" in quality else quality.get(
+            "weights", "")
+        return (f"held-out accuracy {quality['held_out_accuracy']:.1f} % on {quality['held_out_images']} images "
+                f"({how}; floor {self.quality_floor * quality['chance']:.1f} %)")
 
     def load(self, ctx, folder: Path) -> torch.nn.Module:
         from safetensors.torch import load_file
@@ -77,7 +107,8 @@ class TrainedClassifier(Role):
     def materialise(self, ctx):
         if self.weights is None:
             return super().materialise(ctx)
-        return frozen(self.named_weights(ctx)), {"weights": self.weights}
+        model = self.named_weights(ctx)
+        return frozen(model), {**self.measure(ctx, model), "weights": self.weights}
 
     def named_weights(self, ctx) -> torch.nn.Module:
         """The configured model with the weights the user named (no training, no cache)."""

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from distillkit.diffusion.denoisers import build_unet
+from distillkit.diffusion.error import denoising_error
 from distillkit.diffusion.pixels import crop, from_pixels, padding_for, to_channels, to_model_space
 from distillkit.diffusion.sampling import sample_ddim
 from distillkit.diffusion.training import train_denoiser
@@ -74,6 +75,14 @@ class LocalDiffusion(DiffusionModel):
     def __init__(self, unet, data, padding, train_cfg: dict, amp: bool):
         self.unet, self.data, self.padding, self.train_cfg, self.amp = unet, data, padding, train_cfg, amp
 
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images as the UNet sees them: pixels in [-1, 1], padded."""
+        return F.pad(to_model_space(images, self.data), self.padding, mode="replicate")
+
+    def denoising_error(self, images: torch.Tensor, labels: torch.Tensor, timesteps: int, seed: int) -> torch.Tensor:
+        """Per image, the mean noise-prediction error over ``timesteps`` fixed timesteps (distillkit.diffusion.error)."""
+        return denoising_error(self.unet, self.pixels(images), labels, self.train_cfg, timesteps, seed, self.amp)
+
     def generate(self, labels, guidance_scale, steps, generator):
         pixels = sample_ddim(self.unet, labels, self.data.num_classes, self.train_cfg, steps, guidance_scale,
                              generator, self.amp)
@@ -109,8 +118,11 @@ class DiffusionRole(Role):
     @validated
     def __init__(self, source: Literal["local", "pretrained"] = "local", seed: Int = 0, amp: bool = True,
                  unet: UNetSettings = UNetSettings(), train: DiffusionTraining = DiffusionTraining(),
-                 pretrained: PretrainedPipeline = PretrainedPipeline(), pipeline=None):
+                 pretrained: PretrainedPipeline = PretrainedPipeline(), quality_timesteps: PositiveInt = 10,
+                 max_held_out_loss: PositiveFloat | None = 1.0, accept_below_floor: bool = False, pipeline=None):
         self.source, self.seed, self.amp = source, seed, amp
+        self.quality_timesteps, self.max_held_out_loss = quality_timesteps, max_held_out_loss
+        self.accept_below_floor = accept_below_floor
         self.unet_cfg, self.train_cfg = dict(vars(unet)), dict(vars(train))
         self.unet_cfg["channel_mult"] = list(self.unet_cfg["channel_mult"])
         self.pretrained, self.pipeline, self.cacheable = pretrained, pipeline, pipeline is None
@@ -139,10 +151,43 @@ class DiffusionRole(Role):
         size = (ctx.data.image_size[0] + top + bottom, ctx.data.image_size[1] + left + right)
         torch.manual_seed(self.seed)
         unet = build_unet(self.unet_cfg, ctx.data.channels, ctx.data.num_classes, size).to(ctx.device)
-        pixels = F.pad(to_model_space(ctx.train_images, ctx.data), padding, mode="replicate")
-        train_denoiser(unet, pixels, ctx.train_labels, ctx.data.num_classes, self.train_cfg, folder, self.seed,
-                       self.amp)
-        return {}
+        model = LocalDiffusion(unet, ctx.data, padding, self.train_cfg, self.amp)
+        split = ctx.split
+        train_denoiser(unet, model.pixels(split.train_images), split.train_labels, ctx.data.num_classes,
+                       self.train_cfg, folder, self.seed, self.amp)
+        return self.measure(ctx, model)
+
+    def measure(self, ctx, model: LocalDiffusion) -> dict:
+        """The mean denoising loss on the held-out images and on as many training images (predicting
+        zero noise scores 1.0): how well the model learnt, and how much it memorised."""
+        split = ctx.split
+        n = len(split.held_out_labels)
+        sample = torch.randperm(len(split.train_labels), generator=torch.Generator().manual_seed(self.seed))[:n]
+        sample = sample.to(ctx.device)
+
+        def loss(images, labels) -> float:
+            return round(model.denoising_error(images, labels, self.quality_timesteps, self.seed).mean().item(), 4)
+
+        return {"held_out_loss": loss(split.held_out_images, split.held_out_labels),
+                "train_loss": loss(split.train_images[sample], split.train_labels[sample]), "held_out_images": n,
+                "timesteps": self.quality_timesteps, "steps": self.train_cfg["steps"],
+                "trained_on": len(split.train_labels)}
+
+    def shortfall(self, quality: dict) -> str | None:
+        if self.max_held_out_loss is not None and quality.get("held_out_loss", 0.0) >= self.max_held_out_loss:
+            return (f"held-out denoising loss {quality['held_out_loss']:.3f} is not below its ceiling "
+                    f"{self.max_held_out_loss:g} (1.0: no better than predicting no noise)")
+        return None
+
+    def remedy(self, quality: dict) -> str:
+        return f"train it longer ({self.key}.train.steps, now {self.train_cfg['steps']})"
+
+    def describe(self, quality: dict) -> str:
+        if "held_out_loss" not in quality:
+            return f"pretrained pipeline {quality.get('weights')} (quality not measured)"
+        return (f"held-out denoising loss {quality['held_out_loss']:.3f} (training images {quality['train_loss']:.3f}) "
+                f"on {quality['held_out_images']} images at {quality['timesteps']} timesteps; {quality['steps']} steps "
+                f"on {quality['trained_on']} images; ceiling {self.max_held_out_loss}")
 
     def load(self, ctx, folder: Path) -> LocalDiffusion:
         from diffusers import UNet2DModel

@@ -22,7 +22,9 @@ epoch needs no optimiser state and resuming is exact. Parameters are flattened i
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +36,8 @@ from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
 from distillkit.io import atomic_path
 from distillkit.progress import progress
-from distillkit.roles import Role
-from distillkit.training import TrainSpec, precision, train_classifier, train_settings
+from distillkit.roles import QUALITY_FILE, Role
+from distillkit.training import TrainSpec, accuracy, optimiser_steps, precision, train_classifier, train_settings
 from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, build, plain, validated)
 
@@ -94,12 +96,16 @@ class ExpertTrajectories(Role):
     def __init__(self, model: ModelSpec = "convnet", num_experts: PositiveInt = 100, epochs: PositiveInt = 50,
                  lr: PositiveFloat = 0.01, batch_size: PositiveInt = 256, weight_decay: NonNegativeFloat = 0.0,
                  dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate", amp: bool = True, seed: Int = 0,
-                 shard: Shard = Shard(), curriculum: dict | None = None):
+                 min_steps_per_epoch: NonNegativeInt = 0, quality_floor: NonNegativeFloat = 2.0,
+                 accept_below_floor: bool = False, shard: Shard = Shard(), curriculum: dict | None = None):
         if shard.index >= shard.count:
             raise ConfigError("shard.index", f"must be below shard.count={shard.count} (got {shard.index})")
         self.model, self.num_experts, self.epochs = plain(model), num_experts, epochs
+        # an "epoch" of the trajectory: one pass over the data, or more on a small dataset (min_steps_per_epoch)
         self.train_spec = TrainSpec(epochs=1, lr=lr, batch_size=batch_size, optimizer="sgd", momentum=0.0,
-                              weight_decay=weight_decay, schedule="constant", amp=amp, amp_on_cpu=True)
+                                    weight_decay=weight_decay, schedule="constant", amp=amp, amp_on_cpu=True,
+                                    min_steps=min_steps_per_epoch)
+        self.quality_floor, self.accept_below_floor = quality_floor, accept_below_floor
         self.dsa_strategy = dsa_strategy if dsa_strategy and dsa_strategy != "none" else None
         self.seed, self.shard_index, self.shard_count = seed, shard.index, shard.count
         self.partial = shard.count > 1
@@ -154,19 +160,43 @@ class ExpertTrajectories(Role):
             log.info("expert shard %d/%d done (experts %s)", self.shard_index, self.shard_count, members)
 
     def materialise(self, ctx) -> tuple[list[Trajectory], dict]:
-        """Every expert's trajectory (this shard's trained first); an error naming the missing ones."""
+        """Every expert's trajectory (this shard's trained first) and what the experts measured of
+        themselves; an error naming the missing ones."""
         self.prepare(ctx)
         folders = [ctx.cache.find(CACHE_KIND, self.expert_spec(ctx, i)) for i in range(self.num_experts)]
         missing = [i for i, folder in enumerate(folders) if folder is None]
         if missing:
             raise UserError(f"experts {missing} are not in the cache yet: run their shard jobs first "
                             "(roles.experts.shard), or roles.experts.shard.count=1 to train them here")
-        return [Trajectory(folder / TRAJECTORY_FILE) for folder in folders], {}
+        each = [json.loads((folder / QUALITY_FILE).read_text()) for folder in folders]
+        accuracies = [q["held_out_accuracy"] for q in each]
+        quality = {"held_out_accuracy": round(statistics.fmean(accuracies), 2), "lowest": min(accuracies),
+                   "experts": len(each), "held_out_images": each[0]["held_out_images"], "chance": each[0]["chance"],
+                   "steps_per_epoch": each[0]["steps_per_epoch"], "epochs": self.epochs}
+        return [Trajectory(folder / TRAJECTORY_FILE) for folder in folders], quality
+
+    def shortfall(self, quality: dict) -> str | None:
+        floor = self.quality_floor * quality["chance"]
+        if quality["lowest"] < floor:
+            return (f"an expert's held-out accuracy after {self.epochs} epochs is {quality['lowest']:.1f} %, below the "
+                    f"floor {floor:.1f} % ({self.quality_floor:g} × chance)")
+        return None
+
+    def remedy(self, quality: dict) -> str:
+        return (f"train them longer ({self.key}.min_steps_per_epoch, now {quality['steps_per_epoch']} steps per "
+                f"epoch, or {self.key}.epochs)")
+
+    def describe(self, quality: dict) -> str:
+        return (f"{quality['experts']} expert(s), held-out accuracy after the last epoch {quality['held_out_accuracy']:.1f} %"
+                f" (lowest {quality['lowest']:.1f} %) on {quality['held_out_images']} images; {quality['epochs']} epochs "
+                f"of {quality['steps_per_epoch']} steps; floor {self.quality_floor * quality['chance']:.1f} %")
 
     def _ordered_real(self, ctx) -> list[torch.Tensor]:
         scorer, sampler = self.curriculum
-        scores = scorer(SyntheticSet(ctx.train_images, ctx.train_labels), ctx)
-        return sampler.order(scores.pool, ctx.train_labels, ctx.data.num_classes)
+        scorer.key = f"{self.key}.curriculum.scorer"
+        split = ctx.split
+        scores = scorer(SyntheticSet(split.train_images, split.train_labels), ctx)
+        return sampler.order(scores.pool, split.train_labels, ctx.data.num_classes)
 
     def train_expert(self, ctx, index: int, folder: Path, ordered: list[torch.Tensor] | None) -> None:
         """Train expert ``index`` epoch by epoch into ``folder``, resuming after its last finished epoch."""
@@ -186,11 +216,12 @@ class ExpertTrajectories(Role):
             flat = load_file(str(folder / f"epoch_{done - 1:03d}.safetensors"))["parameters"].to(ctx.device)
             torch.nn.utils.vector_to_parameters(flat, model.parameters())
             log.info("expert %d: resuming after epoch %d", index, done - 1)
+        split = ctx.split
         epochs = progress(range(done - 1, self.epochs), desc=f"expert {index} epochs", total=self.epochs - done + 1)
         for epoch in epochs:
             subset = None if ordered is None else self.curriculum[1].indices(ordered, epoch)
-            images = ctx.train_images if subset is None else ctx.train_images[subset]
-            labels = ctx.train_labels if subset is None else ctx.train_labels[subset]
+            images = split.train_images if subset is None else split.train_images[subset]
+            labels = split.train_labels if subset is None else split.train_labels[subset]
             seed = derived_seed(self.seed, index, epoch)
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
@@ -208,6 +239,11 @@ class ExpertTrajectories(Role):
                                 "shapes": ";".join("x".join(map(str, s)) for _, s in layout)})
         for e in range(self.epochs + 1):
             (folder / f"epoch_{e:03d}.safetensors").unlink()
+        held_out = accuracy(model, split.held_out_images, split.held_out_labels, amp=self.train_spec.amp)
+        (folder / QUALITY_FILE).write_text(json.dumps({
+            "held_out_accuracy": round(held_out, 2), "held_out_images": len(split.held_out_labels),
+            "chance": round(100.0 / ctx.data.num_classes, 2),
+            "steps_per_epoch": optimiser_steps(self.train_spec, len(split.train_labels))}))
 
     @staticmethod
     def _save_epoch(folder: Path, epoch: int, model: torch.nn.Module) -> None:

@@ -76,10 +76,12 @@ class Schedule:
 
 
 def prepare_roles(stages: Stages, ctx, artefacts: Artefacts, load: bool = True) -> None:
-    """Train every role the stages ask for into the cache; with ``load``, also load each one (which
-    checks it is good enough) so a bad role stops the run before any stage works."""
+    """Train every role the stages ask for into the cache; with ``load``, also load each one — which
+    checks it is good enough, so a bad role stops the run before any stage works — and print what it
+    measured of itself."""
     with artefacts.timed("roles"):
         for name in stages.roles():
             ctx.roles.prepare(name, ctx)
             if load:
                 ctx.role(name)
+                print(f"  role {name}: {ctx.roles.role(name).describe(ctx.roles.report[name])}", flush=True)

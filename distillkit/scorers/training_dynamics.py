@@ -33,12 +33,16 @@ class _TrainingDynamicsScorer(Scorer):
     def __init__(self, model: ModelSpec = "convnet", num_models: PositiveInt = 4, epochs: NonNegativeInt = 10,
                  lr: PositiveFloat = 0.01, batch_size: PositiveInt = 256, momentum: NonNegativeFloat = 0.9,
                  weight_decay: NonNegativeFloat = 5e-4, dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate",
-                 seed: Int = 0, score_batch_size: PositiveInt = 512, amp: bool = True):
+                 seed: Int = 0, score_batch_size: PositiveInt = 512, amp: bool = True, min_steps: NonNegativeInt = 0,
+                 quality_floor: NonNegativeFloat = 2.0, accept_below_floor: bool = False):
         spec = TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                         schedule="constant", amp=amp, amp_on_cpu=True)
-        # the briefly trained networks are classifier roles: cached, so a sweep trains them once
+                         schedule="constant", amp=amp, amp_on_cpu=True, min_steps=min_steps)
+        # the briefly trained networks are classifier roles: cached, so a sweep trains them once; networks
+        # scored at initialisation (epochs 0, GraNd's setting) are at chance by design: no floor
         self.networks = [TrainedClassifier(model=plain(model), train=spec, seed=seed + k, dsa_strategy=dsa_strategy,
-                                           name=f"{self.name} network {k}") for k in range(num_models)]
+                                           quality_floor=quality_floor if epochs else 0.0,
+                                           accept_below_floor=accept_below_floor, name=f"{self.name} network {k}")
+                         for k in range(num_models)]
         self.score_batch_size = score_batch_size
 
     def settings(self, ctx) -> dict:
@@ -50,6 +54,7 @@ class _TrainingDynamicsScorer(Scorer):
         images, labels = pool.images.to(ctx.device), pool.labels.to(ctx.device)
         total = torch.zeros(len(labels), device=ctx.device)
         for network in progress(self.networks, desc=f"{self.name} scores", leave=False):
+            network.key, network.steps_keys = self.key, ("min_steps", "epochs")  # messages name the scorer's keys
             total += self.score(ctx.roles.use(network, network.name, ctx), images, labels)
         return Scores(total / len(self.networks))
 

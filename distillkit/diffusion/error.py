@@ -1,0 +1,36 @@
+"""The per-image denoising error of a class-conditional denoiser: how well it predicts the noise that
+was added to an image, averaged over a fixed set of timesteps. It measures the diffusion role on held-out
+images, and it is D2C's diffusion difficulty (higher = harder)."""
+
+from __future__ import annotations
+
+import torch
+
+from distillkit.diffusion.denoisers import noise_schedule
+from distillkit.training import autocast
+
+
+@torch.no_grad()
+def denoising_error(model, pixels: torch.Tensor, labels: torch.Tensor, train_cfg: dict, timesteps: int, seed: int,
+                    amp: bool, batch_size: int = 256) -> torch.Tensor:
+    """Per image, ``mean_t ‖ε_t − ε_θ(x_t, t, c)‖²`` (per element) over ``timesteps`` evenly spaced t, with one
+    noise draw ε_t per t shared by every image, so images are compared under the same noise.
+
+    ``pixels`` in [-1, 1] at the model's size. Predicting zero noise scores 1.
+    """
+    scheduler = noise_schedule(train_cfg)
+    device = pixels.device
+    steps = torch.linspace(0, scheduler.config.num_train_timesteps - 1, timesteps, device=device).round().long()
+    noise = torch.randn((timesteps, *pixels.shape[1:]), device=device,
+                        generator=torch.Generator(device).manual_seed(seed))
+    model.eval()
+    errors = torch.zeros(len(pixels), device=device)
+    for start in range(0, len(pixels), batch_size):
+        clean, cond = pixels[start:start + batch_size], labels[start:start + batch_size]
+        for t, eps in zip(steps, noise):
+            t_batch = t.repeat(len(clean))
+            noisy = scheduler.add_noise(clean, eps.expand_as(clean), t_batch)
+            with autocast(device, amp, on_cpu=True):
+                predicted = model(noisy, t_batch, class_labels=cond).sample.float()
+            errors[start:start + batch_size] += (predicted - eps).square().flatten(1).mean(1)
+    return errors / timesteps
