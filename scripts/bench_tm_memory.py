@@ -30,11 +30,13 @@ from pathlib import Path
 import torch
 
 from distillkit.cli import compose_config
-from distillkit.generators.trajectory_matching import (
+from distillkit.generators.trajectory_matching.objective import matching_loss
+from distillkit.generators.trajectory_matching.student import (
     FlatParameters,
     StepPlan,
     Student,
-    matching_loss,
+)
+from distillkit.generators.trajectory_matching.unroll import (
     unroll_checkpointed,
     unroll_full,
 )

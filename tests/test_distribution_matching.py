@@ -11,9 +11,11 @@ import torch
 from distillkit.data.augment import DSA
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import DivergedError, UserError
-from distillkit.generators.distribution_matching import (
-    CHECKPOINT_NAME, GRID_FOLDER, AgentProbe, augment_per_class, correlation_loss, diversity_loss,
-    embedding_mean_loss, moments_loss, parameters_not_reinitialised, reinitialise, style_statistics)
+from distillkit.generators.distribution_matching.agent import AgentProbe, parameters_not_reinitialised, reinitialise
+from distillkit.generators.distribution_matching.batches import augment_per_class
+from distillkit.generators.distribution_matching.generator import CHECKPOINT_NAME, GRID_FOLDER
+from distillkit.generators.distribution_matching.losses import (correlation_loss, diversity_loss, embedding_mean_loss,
+                                                                moments_loss, style_statistics)
 from distillkit.models import create_model
 from distillkit.run import execute, make_context, plan
 from distillkit.tracking import NoTracker

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
-from distillkit.generators.trajectory_matching import (
-    CHECKPOINT_NAME, MaskedSGD, kept_elements, matching_loss, unroll_checkpointed, unroll_full)
+from distillkit.generators.trajectory_matching.generator import CHECKPOINT_NAME
+from distillkit.generators.trajectory_matching.objective import kept_elements, matching_loss
+from distillkit.generators.trajectory_matching.optimiser import MaskedSGD
+from distillkit.generators.trajectory_matching.unroll import unroll_checkpointed, unroll_full
 from distillkit.models import create_model
 from distillkit.roles import experts as experts_module
 from distillkit.roles.experts import CACHE_KIND, TRAJECTORY_FILE, ExpertTrajectories, Trajectory

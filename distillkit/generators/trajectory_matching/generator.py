@@ -1,28 +1,4 @@
-"""Trajectory matching: MTT (Cazenavette et al., CVPR 2022), DATM (Guo et al., ICLR 2024) and PAD
-(Li et al., 2024) as one generator.
-
-Each iteration picks an expert trajectory (``distillkit.experts``) and a start epoch t, starts a
-student at the expert's parameters θ*_t, takes ``syn_steps`` SGD steps on augmented synthetic
-batches with a learnable lr α, and matches the expert ``expert_epochs`` (M) epochs later::
-
-    L = ‖θ_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²      (over the kept parameter elements)
-
-The gradient flows back through every unrolled step to the pixels, to α and (DATM) to learnable
-soft labels. DATM adds: init from images the experts classify correctly, soft labels initialised
-from the experts' logits, a start-epoch window whose upper bound grows, and a loss threshold above
-which an iteration does not update. PAD adds parameter selection: drop the shallowest ``ratio`` of
-the flattened parameters (``depth``) or the ``ratio`` with the smallest matching error (``loss``).
-Every decision where the sources disagree or are silent is in ``docs/methods/trajectory_matching.md``.
-
-Memory: ``memory: full`` keeps the graph of every unrolled step (MTT); ``memory: checkpoint`` keeps
-only each step's parameter vector and recomputes one step's graph at a time while walking the
-steps backwards, which gives the same gradients (in fp32; under bf16 up to its rounding) with a
-peak that no longer holds ``syn_steps`` double-backward graphs.
-
-The student is functional (``torch.func.functional_call`` on a flat parameter vector); nothing
-inside an iteration reads a value back to the host: the threshold test is a device-side mask on the
-optimiser step, and losses are read at logging / checkpoint points only.
-"""
+"""The generator (:class:`TrajectoryMatching`) and the state of one distillation (:class:`MatchingRun`)."""
 
 from __future__ import annotations
 
@@ -33,17 +9,19 @@ from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
-from torch.func import functional_call
 
 from distillkit.checkpoint import resume_mode
 from distillkit.config import model_config
-from distillkit.data.augment import DSA
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
 from distillkit.generators.iterative import IterativeRun
+from distillkit.generators.trajectory_matching.objective import matching_loss
+from distillkit.generators.trajectory_matching.optimiser import MaskedSGD
+from distillkit.generators.trajectory_matching.student import StepPlan, Student
+from distillkit.generators.trajectory_matching.unroll import unroll_checkpointed, unroll_full
 from distillkit.roles.experts import Trajectory
 from distillkit.stages import Generator
-from distillkit.training import autocast, bf16_applies, classification_loss, predict
+from distillkit.training import bf16_applies, predict
 from distillkit.validation import (ConfigError, Float, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, plain, validated)
 
@@ -54,143 +32,6 @@ INITS = ("real", "noise", "correct")
 MEMORY_MODES = ("full", "checkpoint")
 CHECKPOINT_NAME = "tm_checkpoint.pt"
 GRID_FOLDER = "tm_grids"
-
-
-# ---------------------------------------------------------------------------------------------
-# The objective
-# ---------------------------------------------------------------------------------------------
-
-def kept_elements(selection: str, ratio: float, error: torch.Tensor):
-    """The parameter elements the loss keeps (PAD): all; all but the shallowest ``ratio`` of the
-    flattened vector (``depth``, parameters in ``named_parameters`` order); or all but the ``ratio``
-    with the smallest matching error (``loss``; the choice itself carries no gradient)."""
-    dropped = int(ratio * error.numel())
-    if selection == "none" or dropped == 0:
-        return slice(None)
-    if selection == "depth":
-        return slice(dropped, None)
-    return torch.argsort(error.detach())[dropped:]
-
-
-def matching_loss(student: torch.Tensor, start: torch.Tensor, target: torch.Tensor, selection: str = "none",
-                  ratio: float = 0.0) -> torch.Tensor:
-    """``‖θ_N − θ*_{t+M}‖² / ‖θ*_t − θ*_{t+M}‖²`` over the kept elements (MTT's 1/P factors cancel)."""
-    error = (student - target).square()
-    keep = kept_elements(selection, ratio, error)
-    return error[keep].sum() / (start - target).square()[keep].sum()
-
-
-class FlatParameters:
-    """A model's parameters as one flat vector (``named_parameters`` order) and back, as views."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.names = [name for name, _ in model.named_parameters()]
-        self.shapes = [p.shape for _, p in model.named_parameters()]
-        self.sizes = [p.numel() for _, p in model.named_parameters()]
-        self.total = sum(self.sizes)
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: part.view(shape)
-                for name, part, shape in zip(self.names, flat.split(self.sizes), self.shapes)}
-
-
-@dataclass
-class StepPlan:
-    """What one unrolled student step reads: the synthetic batch and the seed of its augmentation."""
-
-    indices: torch.Tensor
-    seed: int
-
-
-class Student:
-    """One SGD step of a functional student: ``θ − α ∇_θ CE(f_θ(A(x)), y)``.
-
-    The augmentation of a step is drawn from the step's own seed (in a forked RNG), so recomputing
-    the step (``memory: checkpoint``) sees exactly the same transform.
-    """
-
-    def __init__(self, model: torch.nn.Module, dsa_strategy: str | None, amp: bool, device: torch.device):
-        self.model, self.layout = model, FlatParameters(model)
-        self.dsa_strategy, self.amp, self.device = dsa_strategy, amp, device
-        self.rng_devices = [device] if device.type == "cuda" else []
-
-    def step(self, theta: torch.Tensor, plan: StepPlan, images: torch.Tensor, labels: torch.Tensor,
-             lr: torch.Tensor, create_graph: bool) -> torch.Tensor:
-        """``labels``: class indices, or learnable logits whose softmax is the soft target (DATM)."""
-        with torch.random.fork_rng(devices=self.rng_devices):
-            torch.manual_seed(plan.seed)
-            x = images[plan.indices]
-            if self.dsa_strategy:
-                x = DSA(self.dsa_strategy, seed=plan.seed)(x)
-            with autocast(self.device, self.amp, on_cpu=True):
-                logits = functional_call(self.model, self.layout.unflatten(theta), (x,))
-        targets = labels[plan.indices]
-        loss = classification_loss(logits, targets.softmax(1) if targets.dtype.is_floating_point else targets)
-        grad, = torch.autograd.grad(loss, theta, create_graph=create_graph)
-        return theta - lr * grad
-
-
-def unroll_full(step, start: torch.Tensor, plans: list[StepPlan], loss_fn, leaves: list[torch.Tensor]) -> torch.Tensor:
-    """Unroll with every step's graph kept; back-propagate ``loss_fn(θ_N)`` into ``leaves``' ``.grad``."""
-    theta = start.clone().requires_grad_(True)
-    for plan in plans:
-        theta = step(theta, plan, create_graph=True)
-    loss = loss_fn(theta)
-    torch.autograd.backward(loss, inputs=leaves)
-    return loss.detach()
-
-
-def unroll_checkpointed(step, start: torch.Tensor, plans: list[StepPlan], loss_fn,
-                        leaves: list[torch.Tensor]) -> torch.Tensor:
-    """The same gradients as :func:`unroll_full`, holding one step's graph at a time.
-
-    Forward: the steps without a second-order graph, keeping each θ_k (one parameter vector per
-    step). Backward: from ``a_N = ∂L/∂θ_N`` walk the steps in reverse, rebuild step k's graph from
-    θ_k and its plan, and take the vector-Jacobian product with ``a_{k+1}``: it yields ``a_k`` and
-    step k's contribution to the gradients of the pixels, the lr and the labels.
-    """
-    thetas = [start]
-    for plan in plans:
-        theta = thetas[-1].detach().requires_grad_(True)
-        thetas.append(step(theta, plan, create_graph=False).detach())
-    final = thetas.pop().requires_grad_(True)
-    loss = loss_fn(final)
-    adjoint, = torch.autograd.grad(loss, final)
-    for plan, theta in zip(reversed(plans), reversed(thetas)):
-        theta = theta.detach().requires_grad_(True)
-        following = step(theta, plan, create_graph=True)
-        adjoint, *grads = torch.autograd.grad(following, [theta, *leaves], grad_outputs=adjoint, allow_unused=True)
-        for leaf, grad in zip(leaves, grads):
-            if grad is not None:
-                leaf.grad = grad if leaf.grad is None else leaf.grad + grad
-    return loss.detach()
-
-
-class MaskedSGD:
-    """SGD with momentum (PyTorch's update, no dampening) whose step only happens where ``accept``
-    holds — a device-side bool, so DATM's loss threshold needs no host sync."""
-
-    def __init__(self, groups: list[tuple[torch.Tensor, float, float]]):
-        self.groups = groups
-        self.buffers = [torch.zeros_like(p) for p, _, _ in groups]
-
-    def zero_grad(self) -> None:
-        for p, _, _ in self.groups:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self, accept: torch.Tensor) -> None:
-        for (p, lr, momentum), buffer in zip(self.groups, self.buffers):
-            grad = p.grad if p.grad is not None else torch.zeros_like(p)
-            buffer.copy_(torch.where(accept, buffer * momentum + grad, buffer))
-            p.sub_(buffer * (lr * accept.to(p.dtype)))
-
-    def state_dict(self) -> dict:
-        return {"buffers": [b.detach().cpu() for b in self.buffers]}
-
-    def load_state_dict(self, state: dict) -> None:
-        for buffer, saved in zip(self.buffers, state["buffers"]):
-            buffer.copy_(saved)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,37 +1,22 @@
-"""Distribution matching (DM, Zhao & Bilen 2023) and decomposed DM (Rahimi Malakshan et al. 2025).
-
-Synthetic pixels are trained so that a freshly drawn random network sees the same per-class
-statistics in the synthetic images as in the real ones. One generator implements both papers;
-each term of the objective is switched on in config::
-
-    L = L_MMD + style_weight * (moments_weight * L_MM + L_CM) + diversity_weight * L_ICD
-
-i.e. the paper's ``λ(α·L_MM + L_CM) + (β·L_ICD + L_MMD)``. Every choice the sources leave open
-is written down in ``docs/methods/dm.md``.
-
-Speed: the agent is re-initialised in place, all classes go through one forward pass where the
-network treats samples independently (instance norm, group norm, none), real images go through it
-without autograd, and nothing inside an iteration reads a value back to the host; losses are
-accumulated on the device and read at the logging / checkpoint / grid points only.
-"""
+"""The generator (:class:`DistributionMatching`) and the state of one distillation (:class:`MatchingRun`)."""
 
 from __future__ import annotations
 
 import logging
-import math
-import os
-import shutil
 from typing import Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from distillkit.checkpoint import resume_mode
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
+from distillkit.generators.distribution_matching.agent import AgentProbe, parameters_not_reinitialised, reinitialise
+from distillkit.generators.distribution_matching.batches import ClassBatches, augment_per_class
+from distillkit.generators.distribution_matching.losses import (correlation_loss, diversity_loss, embedding_mean_loss,
+                                                                moments_loss)
 from distillkit.generators.iterative import IterativeRun
 from distillkit.stages import Generator
 from distillkit.training import autocast, bf16_applies
@@ -45,197 +30,6 @@ STYLE_TERMS = ("moments", "correlation")
 CHECKPOINT_NAME = "dm_checkpoint.pt"
 GRID_FOLDER = "dm_grids"
 AUTO_REAL_PER_PASS_GPU = 8192  # real images in one forward pass on a GPU (memory-bound)
-STD_EPS = 1e-5  # added to the variance before the square root, as the DDM code does
-# Norm layers whose outputs carry the style statistics (read through forward hooks).
-STYLE_NORMS = (nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-
-
-# ---------------------------------------------------------------------------------------------
-# The loss terms. Embeddings and statistics arrive grouped by class: a leading dimension of
-# ``n`` classes. Every term is summed over classes, as both reference codes do.
-# ---------------------------------------------------------------------------------------------
-
-def embedding_mean_loss(real_mean: torch.Tensor, syn_embeddings: torch.Tensor) -> torch.Tensor:
-    """L_MMD: ``Σ_c ‖mean φ(real_c) − mean φ(syn_c)‖²`` from real means (n×D) and syn embeddings (n×ipc×D)."""
-    return (real_mean - syn_embeddings.mean(1)).square().sum()
-
-
-def style_statistics(features: torch.Tensor, groups: int, moments: bool, correlation: bool) -> dict:
-    """Per-class style statistics of one layer's feature maps (``groups`` classes, equal batches).
-
-    ``mean``/``std`` (n×C): channel-wise spatial mean and std of the batch-averaged feature map;
-    ``gram`` (n×C×C): the batch average of per-sample Gram matrices ``F Fᵀ / (C·H·W)``.
-    """
-    x = features.float().unflatten(0, (groups, -1))  # n × batch × C × H × W
-    channels, height, width = x.shape[2:]
-    stats = {}
-    if moments:
-        mean_map = x.mean(1).flatten(2)  # n × C × HW
-        # Unbiased variance as in the DDM code; a single-pixel map has only the biased one.
-        correction = 1 if height * width > 1 else 0
-        stats["mean"] = mean_map.mean(2)
-        stats["std"] = (mean_map.var(2, correction=correction) + STD_EPS).sqrt()
-    if correlation:
-        # Per-sample Grams then the mean: n·batch·C² floats, less than a transposed copy of x.
-        flat = x.flatten(3)
-        stats["gram"] = (flat @ flat.transpose(-1, -2)).mean(1) / (channels * height * width)
-    return stats
-
-
-def moments_loss(syn_layers: list[dict], real_layers: list[dict]) -> torch.Tensor:
-    """L_MM: per class and layer ``(MSE(μ_s, μ_r) + MSE(σ_s, σ_r)) / 2``, mean over layers, sum over classes."""
-    per_layer = [0.5 * ((s["mean"] - r["mean"]).square().mean(1) + (s["std"] - r["std"]).square().mean(1))
-                 for s, r in zip(syn_layers, real_layers)]
-    return torch.stack(per_layer).mean(0).sum()
-
-
-def correlation_loss(syn_layers: list[dict], real_layers: list[dict]) -> torch.Tensor:
-    """L_CM: per class and layer ``‖Ḡ_s − Ḡ_r‖²_F`` (a sum over entries, as the DDM code), mean over
-    layers, sum over classes."""
-    per_layer = [(s["gram"] - r["gram"]).square().sum((1, 2)) for s, r in zip(syn_layers, real_layers)]
-    return torch.stack(per_layer).mean(0).sum()
-
-
-def diversity_loss(syn_embeddings: torch.Tensor, neighbours: int) -> torch.Tensor:
-    """L_ICD: ``−KL(softmax φ_i ‖ softmax m_i)`` with m_i the mean of φ_i's k nearest same-class
-    synthetic neighbours (Euclidean, itself excluded); mean over samples, sum over classes.
-
-    ``syn_embeddings`` is n×ipc×D. With one image per class there is no neighbour: zero.
-    """
-    groups, per_class, _ = syn_embeddings.shape
-    k = min(neighbours, per_class - 1)
-    if k < 1:
-        return syn_embeddings.new_zeros(())
-    with torch.no_grad():  # choosing neighbours is not differentiable; only the KL is
-        distance = torch.cdist(syn_embeddings, syn_embeddings)
-        distance.diagonal(dim1=1, dim2=2).fill_(math.inf)
-        nearest = distance.topk(k, dim=2, largest=False).indices
-        weights = torch.zeros_like(distance).scatter_(2, nearest, 1.0 / k)
-    neighbour_mean = weights @ syn_embeddings  # n × ipc × D; gradients reach the neighbours too
-    log_p = F.log_softmax(syn_embeddings, dim=-1)
-    log_q = F.log_softmax(neighbour_mean, dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
-    return -kl.mean(1).sum()
-
-
-# ---------------------------------------------------------------------------------------------
-# Pieces of one matching run
-# ---------------------------------------------------------------------------------------------
-
-def reinitialise(model: nn.Module) -> None:
-    """Draw fresh weights in place with every module's own ``reset_parameters`` (PyTorch's default init)."""
-    for module in model.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-
-
-def parameters_not_reinitialised(model: nn.Module) -> list[str]:
-    """Names of parameters that no module with ``reset_parameters`` owns (they would never be redrawn)."""
-    covered = {id(p) for m in model.modules() if hasattr(m, "reset_parameters") for p in m.parameters(recurse=False)}
-    return [name for name, p in model.named_parameters() if id(p) not in covered]
-
-
-class ClassBatches:
-    """Random real images of every class at once: draws return an n_classes × k index table.
-
-    Each row is a uniform sample without replacement from that class (the reference's
-    ``permutation[:k]``), drawn on the device with no host round trip.
-    """
-
-    def __init__(self, labels: torch.Tensor, num_classes: int):
-        counts = torch.bincount(labels, minlength=num_classes)
-        self.counts = counts.tolist()
-        order = torch.argsort(labels, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        sorted_labels = labels[order]
-        rank = torch.arange(len(labels), device=labels.device) - starts[sorted_labels]
-        self.table = torch.full((num_classes, max(self.counts)), -1, dtype=torch.long, device=labels.device)
-        self.table[sorted_labels, rank] = order
-        self.padding = self.table < 0
-
-    @property
-    def smallest(self) -> int:
-        return min(self.counts)
-
-    def draw(self, per_class: int) -> torch.Tensor:
-        keys = torch.rand(self.table.shape, device=self.table.device).masked_fill_(self.padding, -1.0)
-        return self.table.gather(1, keys.topk(per_class, dim=1).indices)
-
-
-class AgentProbe:
-    """``probe(x)`` → the agent's embeddings and the outputs of its norm layers (the layers the style
-    terms read; none when the style terms are off). ``probe.statistics(maps, groups)`` turns those
-    outputs into per-class style statistics (``groups`` classes of equal batches in ``x``).
-
-    When the norm layers are direct children of a sequential ``features`` (the ConvNet family) the
-    probe walks the layers itself, so the whole pass can go through ``torch.compile``: its fused
-    norm / activation / pooling kernels roughly halve the real-image pass on a CPU. Other agents
-    are read through forward hooks, eagerly (hooks do not run inside a compiled graph). Without a
-    C++ compiler on a CPU-only host compiling falls back to eager. The statistics stay outside the
-    compiled graph: in torch 2.15 a CPU bf16 graph holding the Gram matmuls returns NaN embeddings.
-    """
-
-    def __init__(self, agent: nn.Module, moments: bool = False, correlation: bool = False,
-                 after_relu: bool = False, compile: bool = False):
-        self.agent, self.after_relu = agent, after_relu
-        self.moments, self.correlation = moments, correlation
-        style = moments or correlation
-        self.layers = [m for m in agent.modules() if isinstance(m, STYLE_NORMS)] if style else []
-        features = getattr(agent, "features", None)
-        self.walks = not style or (isinstance(features, nn.Sequential)
-                                   and all(any(m is c for c in features) for m in self.layers))
-        if not self.walks:
-            for layer in self.layers:
-                layer.register_forward_hook(self._record)
-        self._recorded: list[torch.Tensor] = []
-        self.compiled = compile and self.walks and _can_compile(next(agent.parameters()).device)
-        self._pass = torch.compile(self._walk, dynamic=False) if self.compiled else self._walk
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if self.walks:
-            return self._pass(x)
-        self._recorded = []
-        embeddings = self.agent.embed(x)
-        maps, self._recorded = self._recorded, []
-        return embeddings, maps
-
-    def _walk(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if not self.layers:
-            return self.agent.embed(x), []
-        maps = []
-        for layer in self.agent.features:
-            x = layer(x)
-            if isinstance(layer, STYLE_NORMS):
-                maps.append(x)
-        return x.flatten(1), maps
-
-    def _record(self, module, inputs, output) -> None:
-        self._recorded.append(output)
-
-    def statistics(self, maps: list[torch.Tensor], groups: int) -> list[dict]:
-        """Per-class style statistics of each norm layer's output, in fp32."""
-        stats = []
-        for output in maps:
-            if output.ndim != 4:
-                raise UserError(f"style terms need 4-D feature maps at norm layers; got {tuple(output.shape)} "
-                                "(switch the style terms off or pick a convolutional agent)")
-            features = F.relu(output) if self.after_relu else output
-            with torch.autocast(output.device.type, enabled=False):
-                stats.append(style_statistics(features, groups, self.moments, self.correlation))
-        return stats
-
-
-def _can_compile(device: torch.device) -> bool:
-    if device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
-        log.warning("dm: generator.compile needs a C++ compiler on the CPU (none found); running eagerly")
-        return False
-    return True
-
-
-def augment_per_class(augment: DSA, real: torch.Tensor, syn: torch.Tensor, groups: int):
-    """Siamese DSA with a separate draw (op and parameters) for each class, as the reference does."""
-    pairs = [augment.siamese(r, s) for r, s in zip(real.chunk(groups), syn.chunk(groups))]
-    return torch.cat([r for r, _ in pairs]), torch.cat([s for _, s in pairs])
 
 
 class DistributionMatching(Generator):
