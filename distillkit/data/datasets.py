@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distillkit.data.photo_patches import ensure_built
 from distillkit.errors import UserError
 
 FASHION_MNIST_SYSTEM_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -255,6 +256,15 @@ def load_imagefolder(cfg) -> RealData:
                     tuple(cfg.mean), tuple(cfg.std), extra={"folder_classes": classes})
 
 
+def load_photo_patches(cfg) -> RealData:
+    """Crops of packaged photographs (``photo_patches.py``), built once, then read as an image folder."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    folder = {"root": str(ensure_built(cfg)), "classes": plain["photos"]}  # classes numbered in dataset.photos order
+    return load_imagefolder(OmegaConf.create({**plain, **folder}))
+
+
 # Keys that say where a dataset is read from, not what it contains.
 LOCATION_KEYS = ("root", "download_root", "download", "source")
 
@@ -272,6 +282,7 @@ LOADERS = {
     "fashion_mnist": load_fashion_mnist,
     "torchvision": load_torchvision,
     "imagefolder": load_imagefolder,
+    "photo_patches": load_photo_patches,
 }
 
 
