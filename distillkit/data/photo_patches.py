@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -78,11 +78,10 @@ def read_photo(name: str) -> np.ndarray:
     if name not in PHOTO_SOURCES:
         raise UserError(f"unknown photo '{name}' in dataset.photos (choose from: {', '.join(PHOTO_SOURCES)})")
     try:
-        photo = PHOTO_SOURCES[name]()
-    except (ImportError, OSError, ValueError) as err:
+        return PHOTO_SOURCES[name]()
+    except (ImportError, OSError) as err:  # package missing, or a file it lacks that it would have to download
         raise UserError(f"photo '{name}' is unavailable ({type(err).__name__}: {str(err).splitlines()[0]}); "
                         "it ships inside scikit-image / scikit-learn: pip install scikit-image scikit-learn") from None
-    return np.asarray(photo)[..., :3]
 
 
 def strip_columns(width: int, strip) -> tuple[int, int]:
@@ -99,6 +98,7 @@ def allowed_left_edges(width: int, side: int, strip: tuple[int, int], split: str
 
 
 def widest_fitting_side(width: int, strip: tuple[int, int], split: str) -> int:
+    """The largest crop side that the split's columns can hold."""
     start, end = strip
     return end - start if split == "test" else max(start, width - end)
 
@@ -141,8 +141,9 @@ def ensure_built(cfg) -> Path:
         return root
     check_settings(cfg)
     photos = {name: read_photo(name) for name in cfg.photos}
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{root.name}.tmp-", dir=root.parent))
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")  # not mkdtemp: the tree keeps the umask's permissions
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed build that had this process id
+    tmp.mkdir(parents=True)
     try:
         for name, photo in photos.items():
             write_split(photo, name, "train", int(cfg.train_crops), cfg, tmp)
