@@ -18,6 +18,7 @@ import torch
 
 from pydantic import Field
 
+from distillkit.data.photo_patches import ensure_built
 from distillkit.errors import UserError
 from distillkit.validation import Float, Int, PositiveFloat, PositiveInt
 
@@ -259,6 +260,15 @@ def load_imagefolder(cfg) -> RealData:
                     tuple(cfg.mean), tuple(cfg.std), extra={"folder_classes": classes})
 
 
+def load_photo_patches(cfg) -> RealData:
+    """Crops of packaged photographs (``photo_patches.py``), built once, then read as an image folder."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    folder = {"root": str(ensure_built(cfg)), "classes": plain["photos"]}  # classes numbered in dataset.photos order
+    return load_imagefolder(OmegaConf.create({**plain, **folder}))
+
+
 @dataclass
 class DatasetSettings:
     """The types and ranges of the keys dataset configs share (``conf/dataset``); a loader's own extra
@@ -308,6 +318,7 @@ LOADERS = {
     "fashion_mnist": load_fashion_mnist,
     "torchvision": load_torchvision,
     "imagefolder": load_imagefolder,
+    "photo_patches": load_photo_patches,
 }
 
 
