@@ -109,6 +109,10 @@ class FreshNetwork(Role):
     def __init__(self, model: ModelSpec, seed: Int = 0):
         self.model, self.seed = plain(model), seed
 
+    def prepare(self, ctx) -> None:
+        """Nothing to train or cache: the network is drawn when it is asked for."""
+        return None
+
     def materialise(self, ctx):
         with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
