@@ -74,6 +74,12 @@ class TrainedClassifier(Role):
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(ctx.device)))
         return frozen(model)
 
+    def prepare(self, ctx) -> Path | None:
+        if self.weights is None:
+            return super().prepare(ctx)
+        self.named_weights(ctx)  # nothing to train or cache; a missing or mismatched file stops the run here
+        return None
+
     def materialise(self, ctx):
         if self.weights is None:
             return super().materialise(ctx)
