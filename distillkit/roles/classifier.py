@@ -11,7 +11,7 @@ import torch
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
-from distillkit.roles import Role
+from distillkit.roles import Role, forked_rng
 from distillkit.training import TrainSpec, precision, train_classifier, train_settings
 from distillkit.validation import Int, ModelSpec, plain, validated
 
@@ -87,7 +87,8 @@ class TrainedClassifier(Role):
 
     def named_weights(self, ctx) -> torch.nn.Module:
         """The configured model with the weights the user named (no training, no cache)."""
-        model = ctx.build_model(self.model)
+        with forked_rng(ctx):
+            model = ctx.build_model(self.model)
         if self.weights == "pretrained":
             return model
         path = Path(self.weights).expanduser()
@@ -120,6 +121,6 @@ class FreshNetwork(Role):
         return None
 
     def materialise(self, ctx):
-        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+        with forked_rng(ctx):
             torch.manual_seed(self.seed)
             return ctx.build_model(self.model), {}
