@@ -252,7 +252,8 @@ class DistributionMatching(Generator):
                  diversity_weight: NonNegativeFloat = 10.0, diversity_neighbours: PositiveInt = 2,
                  style_layer: Literal["norm", "relu"] = "norm", max_real_per_pass: Literal["auto"] | PositiveInt = "auto",
                  amp: bool = True, compile: bool = False, log_every: PositiveInt = 50, grid_every: PositiveInt = 500,
-                 checkpoint_every: PositiveInt = 250, resume: str = "auto", explode_factor: PositiveFloat = 1e4):
+                 checkpoint_every: PositiveInt = 250, resume: str | bool = "auto",
+                 explode_factor: PositiveFloat = 1e4):
         terms = dict(terms) if terms is not None else {"mmd": True}
         unknown = set(terms) - set(TERMS)
         if unknown:

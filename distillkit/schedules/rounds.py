@@ -38,7 +38,7 @@ class Rounds(Schedule):
     @validated
     def __init__(self, rounds: PositiveInt = 10, steps_per_round: PositiveInt = 10, buffer_size: PositiveInt = 1000,
                  replace: Literal["oldest", "lowest"] = "oldest", checkpoint_every: PositiveInt = 1,
-                 resume: str = "auto"):
+                 resume: str | bool = "auto"):
         self.rounds, self.steps_per_round, self.buffer_size = rounds, steps_per_round, buffer_size
         self.replace, self.checkpoint_every, self.resume = replace, checkpoint_every, resume_mode(resume)
 
