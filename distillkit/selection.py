@@ -14,6 +14,28 @@ def seeded(seed: int) -> torch.Generator:
     return g
 
 
+class SeededDraws:
+    """For a stage whose random draws continue across calls (a stream, a sampler called every learner step):
+    one CPU generator, seeded at the first draw, whose state is the stage's ``state_dict`` (so the ``rounds``
+    checkpoint carries it)."""
+
+    generator: torch.Generator | None = None
+
+    def draws(self, seed: int) -> torch.Generator:
+        """The generator, seeded with ``seed`` at the first call and continued after."""
+        if self.generator is None:
+            self.generator = seeded(seed)
+        return self.generator
+
+    def state_dict(self) -> dict:
+        return {} if self.generator is None else {"rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "rng" in state:
+            self.generator = torch.Generator()
+            self.generator.set_state(state["rng"])
+
+
 def per_class(pool, count: int, num_classes: int):
     """Yield (class, pool indices of that class); a class with fewer than ``count`` samples is an error."""
     for c in range(num_classes):

@@ -16,6 +16,14 @@ from distillkit.tracking import NoTracker
 # Small, real runs: digits with 30 training images per class, 3 evaluation epochs, no tracker.
 TINY = ("budget=smoke", "tracker=none", "dataset=digits", "dataset.train_per_class=30", "dataset.test_per_class=20")
 
+# A tiny method on the rounds schedule (no shipped method uses it yet): 3 real images per class a round
+# into a buffer of 60 (full after two rounds); every learner step trains on ipc=3 images per class
+# drawn from the buffer; a 32-wide ConvNet student learns digits in 80 steps. Add schedule.rounds and
+# schedule.steps_per_round.
+ROUNDS = ("method.name=rounds_real", "schedule=rounds", "generator=real_batches", "scorer=none", "sampler=random",
+          "learner=classifier", "ipc=3", "generator.per_class=3", "schedule.buffer_size=60", "learner.lr=0.05",
+          "roles.student.model.width=32")
+
 
 def compose(*overrides: str):
     """The real config with ``overrides``, as ``distillkit run`` would compose it."""
@@ -30,6 +38,20 @@ def tiny_context(run_dir: Path | None, *overrides: str):
 
     cfg = compose(*TINY, *overrides)
     return make_context(cfg, run_dir, plan(cfg).roles, NoTracker())
+
+
+def unet_training_inputs(ctx):
+    """A UNet of the context's diffusion role settings, the real images as its pixels, and its training settings."""
+    from omegaconf import OmegaConf
+
+    from distillkit.diffusion.denoisers import build_unet
+    from distillkit.diffusion.pixels import to_model_space
+
+    train = OmegaConf.to_container(ctx.cfg.roles.diffusion.train, resolve=True)
+    unet = build_unet(OmegaConf.to_container(ctx.cfg.roles.diffusion.unet, resolve=True), ctx.data.channels,
+                      ctx.data.num_classes, ctx.data.image_size)
+    pixels = to_model_space(ctx.train_images, ctx.data)
+    return unet, pixels, train
 
 
 class StubRole(Role):

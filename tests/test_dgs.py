@@ -28,7 +28,7 @@ from distillkit.scorers.difficulty import ClassifierDifficulty
 from distillkit.stages import Scores
 from distillkit.training import bf16_applies
 from distillkit.validation import build
-from support import TINY, StubContext, StubRole, compose, tiny_context
+from support import TINY, StubContext, StubRole, compose, tiny_context, unet_training_inputs
 
 # log transform and threshold search
 
@@ -273,13 +273,6 @@ def test_unet_cache_key_records_the_precision_that_runs(tmp_path):
     assert "amp" not in specs[True]  # the switch alone would read the same on hosts that ignore it
     assert specs[False]["precision"] == "fp32"
     assert specs[True]["precision"] == ("bf16" if bf16_applies(torch.device("cpu"), True, on_cpu=True) else "fp32")
-
-
-def unet_training_inputs(ctx):
-    train = OmegaConf.to_container(ctx.cfg.roles.diffusion.train, resolve=True)
-    unet = build_unet(OmegaConf.to_container(ctx.cfg.roles.diffusion.unet, resolve=True), 1, 10, (8, 8))
-    pixels = to_model_space(ctx.train_images, ctx.data)
-    return unet, pixels, train
 
 
 def test_unet_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):

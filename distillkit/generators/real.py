@@ -3,10 +3,8 @@ from), or a fresh random batch at every call (a stream for the ``rounds`` schedu
 
 from __future__ import annotations
 
-import torch
-
 from distillkit.data.synthetic import SyntheticSet
-from distillkit.selection import random_per_class, seeded, smallest_class
+from distillkit.selection import SeededDraws, random_per_class, seeded, smallest_class
 from distillkit.stages import Generator
 from distillkit.validation import ConfigError, Int, PositiveInt, validated
 
@@ -37,7 +35,7 @@ class RealPool(Generator):
         return pool.subset(kept)
 
 
-class RealBatches(Generator):
+class RealBatches(SeededDraws, Generator):
     """At every call, ``per_class`` random real training images per class (a real-data stream for the
     ``rounds`` schedule: the control a synthetic stream is measured against). Draws continue one RNG
     across calls, seeded with the run seed + ``seed``, and checkpointed with the schedule."""
@@ -45,18 +43,8 @@ class RealBatches(Generator):
     @validated
     def __init__(self, per_class: PositiveInt = 10, seed: Int = 0):
         self.per_class, self.seed = per_class, seed
-        self.generator: torch.Generator | None = None
 
     def __call__(self, ctx) -> SyntheticSet:
-        if self.generator is None:
-            self.generator = seeded(ctx.seed + self.seed)
         pool = SyntheticSet(ctx.train_images, ctx.train_labels, meta={"source": "real"})
-        return pool.subset(random_per_class(pool, self.per_class, ctx.data.num_classes, self.generator))
-
-    def state_dict(self) -> dict:
-        return {} if self.generator is None else {"rng": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "rng" in state:
-            self.generator = torch.Generator()
-            self.generator.set_state(state["rng"])
+        draws = self.draws(ctx.seed + self.seed)
+        return pool.subset(random_per_class(pool, self.per_class, ctx.data.num_classes, draws))

@@ -8,8 +8,8 @@ and asks the context for them: ``ctx.role("teacher")``. Nothing trains a role pr
 request trains it (or loads the weights the user named) and stores it in the cache under
 :func:`~distillkit.cache.cache_spec` (dataset, precision, settings), every later one reads it.
 
-Training a role never moves the global random state (it runs in a forked RNG), so a run gives the same
-numbers whether its roles came from the cache or were trained on the spot.
+Training or loading a role never moves the global random state (both run in a forked RNG), so a run gives
+the same numbers whether its roles came from the cache, from named weights, or were trained on the spot.
 
 **Quality.** A role learns from the training data minus a held-out part (``ctx.split``, set by
 ``validation:``) and measures itself on that part when it is trained — a classifier its accuracy, a
@@ -34,6 +34,11 @@ from distillkit.validation import build
 log = logging.getLogger("distillkit")
 
 QUALITY_FILE = "quality.json"
+
+
+def forked_rng(ctx):
+    """The global RNG (CPU, and the context's CUDA device) forked: draws inside do not move it for what follows."""
+    return torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else [])
 
 
 class Role:
@@ -82,7 +87,7 @@ class Role:
     def prepare(self, ctx) -> Path | None:
         """Train this role into the cache unless it is there (in a forked RNG); its cache folder."""
         def train(folder: Path) -> None:
-            with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            with forked_rng(ctx):
                 quality = self.train(ctx, folder)
             (folder / QUALITY_FILE).write_text(json.dumps(quality or {}, indent=2))
 
@@ -93,7 +98,8 @@ class Role:
         folder = self.prepare(ctx)
         quality_file = folder / QUALITY_FILE
         quality = json.loads(quality_file.read_text()) if quality_file.is_file() else {}
-        return self.load(ctx, folder), quality
+        with forked_rng(ctx):  # building the network to load into draws initial weights
+            return self.load(ctx, folder), quality
 
 
 class Roles:

@@ -11,7 +11,7 @@ import torch
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
-from distillkit.roles import Role
+from distillkit.roles import Role, forked_rng
 from distillkit.training import TrainSpec, accuracy, optimiser_steps, precision, train_classifier, train_settings
 from distillkit.validation import Int, ModelSpec, NonNegativeFloat, plain, validated
 
@@ -104,6 +104,12 @@ class TrainedClassifier(Role):
         model.load_state_dict(load_file(str(folder / WEIGHTS_FILE), device=str(ctx.device)))
         return frozen(model)
 
+    def prepare(self, ctx) -> Path | None:
+        if self.weights is None:
+            return super().prepare(ctx)
+        self.named_weights(ctx)  # nothing to train or cache; a missing or mismatched file stops the run here
+        return None
+
     def materialise(self, ctx):
         if self.weights is None:
             return super().materialise(ctx)
@@ -112,12 +118,13 @@ class TrainedClassifier(Role):
 
     def named_weights(self, ctx) -> torch.nn.Module:
         """The configured model with the weights the user named (no training, no cache)."""
-        model = ctx.build_model(self.model)
+        with forked_rng(ctx):
+            model = ctx.build_model(self.model)
         if self.weights == "pretrained":
             return model
         path = Path(self.weights).expanduser()
         if not path.is_file():
-            raise UserError(f"roles.{self.name}.weights: no such file {path}")
+            raise UserError(f"{self.key}.weights: no such file {path}")
         try:
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
@@ -126,7 +133,7 @@ class TrainedClassifier(Role):
                 state = torch.load(path, map_location=ctx.device, weights_only=True)
             model.load_state_dict(state)
         except Exception as err:  # a foreign or mismatched checkpoint: say which, not a traceback
-            raise UserError(f"roles.{self.name}.weights: {path} does not fit model "
+            raise UserError(f"{self.key}.weights: {path} does not fit model "
                             f"'{model_config(self.model).name}' ({str(err).splitlines()[0]})") from None
         return model
 
@@ -140,7 +147,11 @@ class FreshNetwork(Role):
     def __init__(self, model: ModelSpec, seed: Int = 0):
         self.model, self.seed = plain(model), seed
 
+    def prepare(self, ctx) -> None:
+        """Nothing to train or cache: the network is drawn when it is asked for."""
+        return None
+
     def materialise(self, ctx):
-        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+        with forked_rng(ctx):
             torch.manual_seed(self.seed)
             return ctx.build_model(self.model), {}

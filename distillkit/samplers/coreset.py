@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from distillkit.selection import per_class, random_per_class, seeded
+from distillkit.selection import SeededDraws, per_class, random_per_class
 from distillkit.stages import Sampler
 from distillkit.training import predict
 from distillkit.validation import Int, validated
@@ -21,15 +21,19 @@ class AllSampler(Sampler):
         return torch.arange(len(pool), device=pool.labels.device)
 
 
-class RandomSampler(Sampler):
-    """``ipc`` samples per class uniformly without replacement; ``seed`` offsets the run seed."""
+class RandomSampler(SeededDraws, Sampler):
+    """``ipc`` samples per class uniformly without replacement; ``seed`` offsets the run seed.
+
+    Draws continue one RNG across calls, seeded with the run seed + ``seed`` at the first: a one-shot
+    run calls it once; the ``rounds`` schedule calls it at every learner step, each a fresh batch, and
+    checkpoints the RNG with the other stages' state."""
 
     @validated
     def __init__(self, seed: Int = 0):
         self.seed = seed
 
     def __call__(self, pool, scores, ctx) -> torch.Tensor:
-        return random_per_class(pool, ctx.ipc, ctx.data.num_classes, seeded(ctx.seed + self.seed))
+        return random_per_class(pool, ctx.ipc, ctx.data.num_classes, self.draws(ctx.seed + self.seed))
 
 
 class _EmbeddingSampler(Sampler):

@@ -66,8 +66,10 @@ class Rounds(Schedule):
                 self.round(stages, buffer, ctx)
                 if (done + 1) % self.checkpoint_every == 0 or done + 1 == self.rounds:
                     if not torch.isfinite(buffer.scores).all():  # the only host sync of the loop
+                        where = (f"last good checkpoint: {checkpoint.last_saved}" if checkpoint.last_saved is not None
+                                 else "no checkpoint was written yet")
                         raise DivergedError(f"rounds: the learner's losses became NaN or infinite by round {done + 1} "
-                                            f"(lower learner.lr; last good checkpoint: {checkpoint.last_saved})")
+                                            f"(lower learner.lr; {where})")
                     checkpoint.save(done + 1, self.state(stages, buffer))
         distilled = buffer.set.to("cpu")
         artefacts.save_set(distilled)

@@ -1,0 +1,71 @@
+"""Trained roles prove they are good enough: the held-out split, step floors that scale with the data,
+quality measured and reported, and the one-line stop below a floor (issue: trained roles)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from distillkit.run import execute
+from distillkit.selection import held_out
+from distillkit.training import TrainSpec, optimiser_steps
+from support import TINY, compose
+
+
+def test_held_out_split_is_stratified_disjoint_and_seeded():
+    labels = torch.tensor([0] * 30 + [1] * 10 + [2] * 2)
+    kept, held = held_out(labels, 3, 0.1, seed=0)
+    assert set(kept.tolist()).isdisjoint(held.tolist()) and len(kept) + len(held) == len(labels)
+    assert torch.bincount(labels[held], minlength=3).tolist() == [3, 1, 1]  # at least one of each class
+    assert torch.equal(held, held_out(labels, 3, 0.1, seed=0)[1])
+    assert not torch.equal(held, held_out(labels, 3, 0.1, seed=1)[1])
+
+
+def test_a_step_floor_adds_epochs_on_a_small_dataset_only():
+    spec = TrainSpec(epochs=1, batch_size=256, min_steps=500)
+    assert optimiser_steps(spec, 1212) == 500 and spec.epochs_for(5) == 100  # digits: 5 steps per pass
+    assert optimiser_steps(spec, 54000) == 211  # Fashion-MNIST: one pass is more than the floor
+
+
+def test_a_run_reports_each_role_it_used(tmp_path):
+    results = execute(compose(*TINY, "method=dgs", "ipc=1"), tmp_path)
+    teacher, diffusion = results["roles"]["teacher"], results["roles"]["diffusion"]
+    assert 0 <= teacher["held_out_accuracy"] <= 100 and teacher["held_out_images"] == 30 and teacher["chance"] == 10
+    assert teacher["trained_on"] == 270 and teacher["steps"] >= 1
+    assert diffusion["held_out_loss"] > 0 and diffusion["train_loss"] > 0 and diffusion["held_out_images"] == 30
+
+
+def distillkit(*args):
+    env = {**os.environ, "DISTILLKIT_PROGRESS": "0"}
+    return subprocess.run([sys.executable, "-m", "distillkit", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+UNTRAINED_TEACHER = (*TINY, "method=herding", "budget.teacher_epochs=0", "roles.teacher.quality_floor=5")
+
+
+def test_an_untrained_teacher_stops_the_run_before_any_stage(tmp_path):
+    out = distillkit("run", *UNTRAINED_TEACHER, f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("distillkit: error: role teacher: held-out accuracy ") and "below its floor 50.0 %" in line
+    assert "roles.teacher.train.min_steps" in line and "now 0 steps" in line and "accept_below_floor=true" in line
+    assert not (tmp_path / "distilled.safetensors").exists() and not (tmp_path / "results.json").exists()
+
+
+def test_accepting_a_teacher_below_its_floor_goes_on_and_says_so(tmp_path):
+    out = distillkit("run", *UNTRAINED_TEACHER, "roles.teacher.accept_below_floor=true", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    teacher = json.loads((tmp_path / "results.json").read_text())["roles"]["teacher"]
+    assert teacher["below_floor"] is True and "accept_below_floor" in teacher["warning"]
+    assert "role teacher: held-out accuracy" in out.stdout  # the summary line
+
+
+def test_full_trains_at_least_its_step_floor(tmp_path):
+    results = execute(compose(*TINY, "method=full", "budget.full_min_steps=40"), tmp_path)
+    assert results["train_steps"] == 40  # 300 images: two steps a pass, so 20 passes instead of 1
