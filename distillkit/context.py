@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -53,7 +53,6 @@ class Context:
     cache: Cache
     tracker: object
     roles: Roles
-    timings: dict = field(default_factory=dict)
 
     @property
     def ipc(self) -> int:

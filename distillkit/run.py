@@ -97,7 +97,9 @@ def plan(cfg: DictConfig) -> Plan:
     try:
         stages = Stages(*(build(cfg[key], key) for key in ("generator", "scorer", "sampler", "evaluator")),
                         learner=build(cfg.learner, "learner") if cfg.get("learner") else None)
-        return Plan(stages, build(cfg.schedule, "schedule"), Roles(cfg.get("roles")), build(cfg.tracker, "tracker"))
+        the_plan = Plan(stages, build(cfg.schedule, "schedule"), Roles(cfg.get("roles")), build(cfg.tracker, "tracker"))
+        the_plan.schedule.check(stages, the_plan.roles)
+        return the_plan
     except ConfigError as err:
         raise with_origin(err, cfg) from None
 
@@ -115,11 +117,10 @@ def make_context(cfg: DictConfig, run_dir: Path | None = None, roles: Roles | No
 
 
 def check(the_plan: Plan, ctx: Context) -> None:
-    """Every stage, and the schedule, against the loaded data — still before any stage works."""
+    """Every stage against the loaded data — still before any stage works."""
     try:
         for stage in the_plan.stages.named().values():
             stage.check(ctx)
-        the_plan.schedule.check(the_plan.stages, ctx)
     except ConfigError as err:
         raise with_origin(err, ctx.cfg) from None
 

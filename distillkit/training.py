@@ -45,9 +45,10 @@ class TrainSpec:
     amp_on_cpu: bool = False  # also on CPUs with native bf16 units: distillation stages (experts), never evaluation
     min_steps: NonNegativeInt = 0  # a floor on optimiser steps: more epochs on a small dataset
 
-    def epochs_for(self, steps_per_epoch: int) -> int:
-        """``epochs``, raised until they hold ``min_steps`` optimiser steps (a budget that scales with the data)."""
-        return max(self.epochs, math.ceil(self.min_steps / max(1, steps_per_epoch)))
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps: ``epochs`` passes, or ``min_steps`` when that is more (the last pass then stops
+        part-way) — a budget that scales with the data."""
+        return max(self.epochs * steps_per_epoch, self.min_steps)
 
 
 def make_optimizer(params, spec: TrainSpec, lr: float):
@@ -61,7 +62,7 @@ def make_optimizer(params, spec: TrainSpec, lr: float):
 
 
 def make_schedule(optimizer, spec: TrainSpec, steps_per_epoch: int):
-    total = max(1, spec.epochs_for(steps_per_epoch) * steps_per_epoch)
+    total = max(1, spec.total_steps(steps_per_epoch))
     if spec.schedule == "step_half":  # DC/DSA/DM/MTT: ×0.1 once, at half of training
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, [max(1, total // 2)], gamma=0.1)
     if spec.schedule == "cosine":
@@ -112,8 +113,8 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, spec: TrainSpec,
                      augment=None, lr: float | None = None, desc: str = "train",
                      generator: torch.Generator | None = None) -> nn.Module:
-    """Train ``model`` in place on (images, targets) for ``spec.epochs`` epochs (more when ``spec.min_steps``
-    asks for more steps); returns it.
+    """Train ``model`` in place on (images, targets) for ``spec.epochs`` epochs — or ``spec.min_steps``
+    optimiser steps when that is more — and return it.
 
     ``targets`` are class indices or per-sample probability vectors. ``lr`` overrides
     ``spec.lr`` (a distilled set's learned lr). Raises :class:`DivergedError` on a NaN loss,
@@ -127,9 +128,10 @@ def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tens
     schedule = make_schedule(optimizer, spec, steps)
     model.train()
     last_loss = torch.zeros((), device=device)
-    for _ in progress(range(spec.epochs_for(steps)), desc=desc, leave=False):
+    total = spec.total_steps(steps)
+    for epoch in progress(range(math.ceil(total / steps)), desc=desc, leave=False):
         order = torch.randperm(n, device=device, generator=generator)
-        for s in range(steps):
+        for s in range(min(steps, total - epoch * steps)):
             idx = order[s * batch:(s + 1) * batch]
             x = images[idx]
             if augment is not None:
@@ -170,5 +172,4 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2048, embe
 
 def optimiser_steps(spec: TrainSpec, num_images: int) -> int:
     """How many optimiser steps :func:`train_classifier` takes for ``spec`` on ``num_images`` images."""
-    steps = math.ceil(num_images / min(spec.batch_size, num_images))
-    return spec.epochs_for(steps) * steps
+    return spec.total_steps(math.ceil(num_images / min(spec.batch_size, num_images)))

@@ -3,13 +3,16 @@ a real one on tiny digits, and a stub for unit tests of a single stage."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from distillkit.cache import Cache, cache_spec
+from distillkit.cache import Cache
 from distillkit.roles import Role, Roles
 from distillkit.tracking import NoTracker
 
@@ -23,6 +26,13 @@ TINY = ("budget=smoke", "tracker=none", "dataset=digits", "dataset.train_per_cla
 ROUNDS = ("method.name=rounds_real", "schedule=rounds", "generator=real_batches", "scorer=none", "sampler=random",
           "learner=classifier", "ipc=3", "generator.per_class=3", "schedule.buffer_size=60", "learner.lr=0.05",
           "roles.student.model.width=32")
+
+
+def distillkit(*args: str, cwd=None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m distillkit ARGS`` in a subprocess, without progress bars; its exit code and output."""
+    env = {**os.environ, "DISTILLKIT_PROGRESS": "0", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "distillkit", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600, check=False)
 
 
 def compose(*overrides: str):
@@ -96,6 +106,3 @@ class StubContext:
     def role(self, name: str):
         return self.roles.get(name, self)
 
-
-def stub_spec(settings: dict) -> dict:
-    return cache_spec({"name": "stub"}, "fp32", **settings)

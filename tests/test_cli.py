@@ -15,13 +15,7 @@ from PIL import Image
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.run import execute
 from distillkit.validation import build
-from support import TINY, compose, tiny_context
-
-
-def distillkit(*args, cwd=None):
-    env = {**os.environ, "DISTILLKIT_PROGRESS": "0"}
-    return subprocess.run([sys.executable, "-m", "distillkit", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
+from support import TINY, compose, distillkit, tiny_context
 
 
 def check_artefacts(run_dir: Path, method: str, ipc: int, per_class: int):

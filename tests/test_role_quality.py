@@ -4,17 +4,13 @@ quality measured and reported, and the one-line stop below a floor (issue: train
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-import pytest
 import torch
 
 from distillkit.run import execute
 from distillkit.selection import held_out
 from distillkit.training import TrainSpec, optimiser_steps
-from support import TINY, compose
+from support import TINY, compose, distillkit
 
 
 def test_held_out_split_is_stratified_disjoint_and_seeded():
@@ -27,9 +23,10 @@ def test_held_out_split_is_stratified_disjoint_and_seeded():
 
 
 def test_a_step_floor_adds_epochs_on_a_small_dataset_only():
-    spec = TrainSpec(epochs=1, batch_size=256, min_steps=500)
-    assert optimiser_steps(spec, 1212) == 500 and spec.epochs_for(5) == 100  # digits: 5 steps per pass
+    spec = TrainSpec(epochs=1, batch_size=256, min_steps=200)
+    assert optimiser_steps(spec, 1212) == 200  # digits: 5 steps per pass, so 40 passes
     assert optimiser_steps(spec, 54000) == 211  # Fashion-MNIST: one pass is more than the floor
+    assert optimiser_steps(TrainSpec(epochs=2, batch_size=256, min_steps=7), 1212) == 10
 
 
 def test_a_run_reports_each_role_it_used(tmp_path):
@@ -38,12 +35,6 @@ def test_a_run_reports_each_role_it_used(tmp_path):
     assert 0 <= teacher["held_out_accuracy"] <= 100 and teacher["held_out_images"] == 30 and teacher["chance"] == 10
     assert teacher["trained_on"] == 270 and teacher["steps"] >= 1
     assert diffusion["held_out_loss"] > 0 and diffusion["train_loss"] > 0 and diffusion["held_out_images"] == 30
-
-
-def distillkit(*args):
-    env = {**os.environ, "DISTILLKIT_PROGRESS": "0"}
-    return subprocess.run([sys.executable, "-m", "distillkit", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
 
 
 UNTRAINED_TEACHER = (*TINY, "method=herding", "budget.teacher_epochs=0", "roles.teacher.quality_floor=5")
@@ -69,3 +60,21 @@ def test_accepting_a_teacher_below_its_floor_goes_on_and_says_so(tmp_path):
 def test_full_trains_at_least_its_step_floor(tmp_path):
     results = execute(compose(*TINY, "method=full", "budget.full_min_steps=40"), tmp_path)
     assert results["train_steps"] == 40  # 300 images: two steps a pass, so 20 passes instead of 1
+
+
+def test_the_step_floor_ends_the_last_pass_part_way(monkeypatch):
+    from distillkit import training
+
+    steps = []
+    make = training.make_optimizer
+
+    def counting(params, spec, lr):
+        optimizer = make(params, spec, lr)
+        optimizer.register_step_post_hook(lambda *args: steps.append(1))
+        return optimizer
+
+    monkeypatch.setattr(training, "make_optimizer", counting)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    images, labels = torch.randn(10, 1, 2, 2), torch.arange(10) % 2
+    training.train_classifier(model, images, labels, TrainSpec(epochs=1, batch_size=4, min_steps=7))
+    assert len(steps) == 7  # three steps a pass: two passes and one step of a third

@@ -6,9 +6,6 @@ and a missing learner."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,7 +17,7 @@ from distillkit.generators.real import RealBatches
 from distillkit.learners.classifier import ClassifierLearner
 from distillkit.run import execute
 from distillkit.schedules.rounds import CHECKPOINT_NAME, Rounds
-from support import ROUNDS, TINY, compose
+from support import ROUNDS, TINY, compose, distillkit
 
 
 def rounds_run(run_dir, *overrides):
@@ -128,8 +125,7 @@ def test_a_nan_learner_loss_is_a_diverged_error_naming_the_round(tmp_path, monke
 
 def test_rounds_without_a_learner_is_one_line_before_anything_runs(tmp_path):
     no_learner = [a for a in ROUNDS if "learner" not in a]
-    out = subprocess.run([sys.executable, "-m", "distillkit", "run", *TINY, *no_learner, f"hydra.run.dir={tmp_path}"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "DISTILLKIT_PROGRESS": "0"})
+    out = distillkit("run", *TINY, *no_learner, f"hydra.run.dir={tmp_path}")
     assert out.returncode == 2 and "Traceback" not in out.stderr + out.stdout
     lines = out.stderr.strip().splitlines()
     assert lines[-1] == "distillkit: error: learner: the rounds schedule trains a learner: pick one (learner=classifier)"

@@ -66,9 +66,10 @@ class Artefacts:
 
 
 class Schedule:
-    """A loop over the stages; ``check(stages, ctx)`` runs before any stage works."""
+    """A loop over the stages; ``check(stages, roles)`` — the stages and roles it is given, settings only —
+    runs when the run is planned, before any data is loaded."""
 
-    def check(self, stages: Stages, ctx) -> None:
+    def check(self, stages: Stages, roles) -> None:
         pass
 
     def run(self, stages: Stages, ctx, artefacts: Artefacts) -> Outcome:

@@ -16,9 +16,9 @@ class OneShot(Schedule):
     def __init__(self, stop_after: Literal["prepare", "sample", "evaluate"] = "evaluate"):
         self.stop_after = stop_after
 
-    def check(self, stages: Stages, ctx) -> None:
+    def check(self, stages: Stages, roles) -> None:
         for name in stages.roles():
-            if ctx.roles.role(name).partial and self.stop_after != "prepare":
+            if roles.role(name).partial and self.stop_after != "prepare":
                 raise ConfigError("schedule.stop_after", f"roles.{name} trains only a shard of itself in this job: "
                                   "add schedule.stop_after=prepare, then distil in a job without a shard")
 

@@ -42,7 +42,7 @@ class Rounds(Schedule):
         self.rounds, self.steps_per_round, self.buffer_size = rounds, steps_per_round, buffer_size
         self.replace, self.checkpoint_every, self.resume = replace, checkpoint_every, resume_mode(resume)
 
-    def check(self, stages: Stages, ctx) -> None:
+    def check(self, stages: Stages, roles) -> None:
         if stages.learner is None:
             raise ConfigError("learner", "the rounds schedule trains a learner: pick one (learner=classifier)")
 
