@@ -23,6 +23,19 @@ def build_model(model_cfg, data: RealData, device: torch.device) -> torch.nn.Mod
     return create_model(cfg.name, data.channels, data.num_classes, data.image_size, **kwargs).to(device)
 
 
+class OnDevice:
+    """A tensor of ``ctx.data`` of the same name, copied to ``ctx.device`` at the first read and kept."""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, ctx, owner=None):
+        if ctx is None:
+            return self
+        ctx.__dict__[self.name] = value = getattr(ctx.data, self.name).to(ctx.device)  # later reads skip this
+        return value
+
+
 @dataclass
 class Split:
     """The training data split for trained roles: what they train on, and the held-out part (never trained
@@ -67,13 +80,8 @@ class Context:
         """Every dataset setting that changes which images the run sees (cache keys, set metadata)."""
         return dataset_identity(self.cfg.dataset)
 
-    @cached_property
-    def train_images(self) -> torch.Tensor:
-        return self.data.train_images.to(self.device)
-
-    @cached_property
-    def train_labels(self) -> torch.Tensor:
-        return self.data.train_labels.to(self.device)
+    # the real data's tensors, copied to the device on first use
+    train_images, train_labels, test_images, test_labels = (OnDevice() for _ in range(4))
 
     @cached_property
     def split(self) -> Split:
@@ -87,14 +95,6 @@ class Context:
         kept, held = kept.to(self.device), held.to(self.device)
         return Split(self.train_images[kept], self.train_labels[kept], self.train_images[held],
                      self.train_labels[held])
-
-    @cached_property
-    def test_images(self) -> torch.Tensor:
-        return self.data.test_images.to(self.device)
-
-    @cached_property
-    def test_labels(self) -> torch.Tensor:
-        return self.data.test_labels.to(self.device)
 
     def build_model(self, model_cfg) -> torch.nn.Module:
         return build_model(model_cfg, self.data, self.device)

@@ -28,6 +28,21 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def held_out_quality(model: torch.nn.Module, ctx, amp: bool) -> dict:
+    """A classifier's accuracy (%) on the held-out part of the training data, with chance beside it."""
+    split = ctx.split
+    return {"held_out_accuracy": round(accuracy(model, split.held_out_images, split.held_out_labels, amp=amp), 2),
+            "held_out_images": len(split.held_out_labels), "chance": round(100.0 / ctx.data.num_classes, 2)}
+
+
+def accuracy_shortfall(what: str, value: float, times_chance: float, chance: float) -> str | None:
+    """``what`` is below ``times_chance`` × chance accuracy: say so, or None."""
+    floor = times_chance * chance
+    if value < floor:
+        return f"{what} {value:.1f} % is below its floor {floor:.1f} % ({times_chance:g} × chance)"
+    return None
+
+
 class TrainedClassifier(Role):
     """A classifier trained on the real training data (less the held-out part), cached
     (``conf/role/classifier.yaml``), and measured on the held-out part.
@@ -74,18 +89,11 @@ class TrainedClassifier(Role):
         return {**self.measure(ctx, model), "steps": steps, "trained_on": len(split.train_labels)}
 
     def measure(self, ctx, model: torch.nn.Module) -> dict:
-        """Accuracy (%) on the held-out part of the training data, and chance for comparison."""
-        split = ctx.split
-        return {"held_out_accuracy": round(accuracy(model, split.held_out_images, split.held_out_labels,
-                                                    amp=self.train_spec.amp), 2),
-                "held_out_images": len(split.held_out_labels), "chance": round(100.0 / ctx.data.num_classes, 2)}
+        return held_out_quality(model, ctx, self.train_spec.amp)
 
     def shortfall(self, quality: dict) -> str | None:
-        floor = self.quality_floor * quality["chance"]
-        if quality["held_out_accuracy"] < floor:
-            return (f"held-out accuracy {quality['held_out_accuracy']:.1f} % is below its floor {floor:.1f} % "
-                    f"({self.quality_floor:g} × chance)")
-        return None
+        return accuracy_shortfall("held-out accuracy", quality["held_out_accuracy"], self.quality_floor,
+                                  quality["chance"])
 
     def remedy(self, quality: dict) -> str:
         steps = f", now {quality['steps']} steps" if "steps" in quality else ""

@@ -37,7 +37,8 @@ from distillkit.errors import UserError
 from distillkit.io import atomic_path
 from distillkit.progress import progress
 from distillkit.roles import QUALITY_FILE, Role
-from distillkit.training import TrainSpec, accuracy, optimiser_steps, precision, train_classifier, train_settings
+from distillkit.roles.classifier import accuracy_shortfall, held_out_quality
+from distillkit.training import TrainSpec, optimiser_steps, precision, train_classifier, train_settings
 from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, build, plain, validated)
 
@@ -176,11 +177,8 @@ class ExpertTrajectories(Role):
         return [Trajectory(folder / TRAJECTORY_FILE) for folder in folders], quality
 
     def shortfall(self, quality: dict) -> str | None:
-        floor = self.quality_floor * quality["chance"]
-        if quality["lowest"] < floor:
-            return (f"an expert's held-out accuracy after {self.epochs} epochs is {quality['lowest']:.1f} %, below the "
-                    f"floor {floor:.1f} % ({self.quality_floor:g} × chance)")
-        return None
+        return accuracy_shortfall(f"the lowest expert's held-out accuracy after {self.epochs} epochs",
+                                  quality["lowest"], self.quality_floor, quality["chance"])
 
     def remedy(self, quality: dict) -> str:
         return (f"train them longer ({self.key}.min_steps_per_epoch, now {quality['steps_per_epoch']} steps per "
@@ -239,10 +237,8 @@ class ExpertTrajectories(Role):
                                 "shapes": ";".join("x".join(map(str, s)) for _, s in layout)})
         for e in range(self.epochs + 1):
             (folder / f"epoch_{e:03d}.safetensors").unlink()
-        held_out = accuracy(model, split.held_out_images, split.held_out_labels, amp=self.train_spec.amp)
         (folder / QUALITY_FILE).write_text(json.dumps({
-            "held_out_accuracy": round(held_out, 2), "held_out_images": len(split.held_out_labels),
-            "chance": round(100.0 / ctx.data.num_classes, 2),
+            **held_out_quality(model, ctx, self.train_spec.amp),
             "steps_per_epoch": optimiser_steps(self.train_spec, len(split.train_labels))}))
 
     @staticmethod
