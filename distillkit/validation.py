@@ -42,10 +42,23 @@ def _not_bool(value):
     return value
 
 
-def _known_model(value):
-    from distillkit.config import model_config
+class SettingError(ValueError):
+    """Raised by a validator about part of the value it checks: ``key`` (relative to that value; "" for
+    the value itself) and a complete ``message``. :func:`explain` names the full key."""
 
-    model_config(value)  # a name from conf/model or a config node with a known `name`
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+        super().__init__(message)
+
+
+def _known_model(value):
+    """A name from conf/model, or a model config node whose settings fit the model's constructor."""
+    from distillkit.config import group_options, model_config
+    from distillkit.models import check_model_settings
+
+    if not isinstance(value, (dict, DictConfig)) and str(value) not in group_options("model"):
+        raise SettingError("", f"unknown model '{value}' (choose from: {', '.join(group_options('model'))})")
+    check_model_settings(plain(model_config(value)))
     return value
 
 
@@ -82,18 +95,54 @@ def one_of(key: str, value, choices) -> str:
     return value
 
 
+def _message(error: dict) -> str:
+    message = re.sub(r"^(Value|Assertion) error, ", "", error["msg"])
+    return message[0].lower() + message[1:] if message else message
+
+
 def explain(err: ValidationError) -> ConfigError:
-    """pydantic's first error as a ConfigError at the argument it names."""
-    first = err.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "?"
-    message = re.sub(r"^Value error, ", "", first["msg"])
-    message = message[0].lower() + message[1:] if message else message
-    if first["type"] == "unexpected_keyword_argument":
+    """pydantic's first error as a ConfigError at the argument it names.
+
+    A value that fits no member of a union (``'auto'`` or a positive int) is one error at the value's
+    key, its members' messages joined by "or" (pydantic reports one error per member, its location
+    ending in the member's type, e.g. ``literal['auto']``). A :class:`SettingError` from a validator
+    names a key inside the value.
+    """
+    errors = err.errors()
+    first = errors[0]
+    loc = list(first["loc"])
+    union = [e for e in errors if list(e["loc"])[:-1] == loc[:-1] and e.get("input") == first.get("input")]
+    if len(loc) > 1 and len(union) > 1 and any(not str(e["loc"][-1]).isidentifier() for e in union):
+        loc = loc[:-1]
+        messages = list(dict.fromkeys(_message(e) for e in union))
+        message = messages[0] + "".join(f" or {re.sub(r'^input should be ', '', m)}" for m in messages[1:])
+        return ConfigError(".".join(map(str, loc)), f"{message} (got {first.get('input')!r})")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, SettingError):
+        return ConfigError(".".join(str(part) for part in [*loc, cause.key] if part != ""), cause.message)
+    key = ".".join(str(part) for part in loc) or "?"
+    if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         return ConfigError(key, "is not a setting of this stage (check the spelling; 'distillkit run --cfg job' "
                                 "shows the keys)")
     if first["type"] == "missing_argument":
         return ConfigError(key, "is required")
-    return ConfigError(key, f"{message} (got {first.get('input')!r})")
+    return ConfigError(key, f"{_message(first)} (got {first.get('input')!r})")
+
+
+@functools.cache
+def _adapter(schema):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(schema)
+
+
+def check_settings(schema, values: dict, prefix: str = "") -> None:
+    """Check plain ``values`` against the annotated dataclass ``schema`` (settings that no constructor
+    takes: the dataset's keys, the run's top-level ones); a bad one is a ConfigError under ``prefix``."""
+    try:
+        _adapter(schema).validate_python(values)
+    except ValidationError as err:
+        raise explain(err).under(prefix) from None
 
 
 def build(node, key: str, **kwargs):
@@ -123,16 +172,37 @@ def build(node, key: str, **kwargs):
         raise
 
 
+def raw_value(cfg: DictConfig, key: str):
+    """The value at the dotted ``key`` (list indices included) as written, interpolations unresolved;
+    None when there is no such key."""
+    node = OmegaConf.to_container(cfg, resolve=False)
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def origin(cfg: DictConfig, key: str) -> str | None:
+    """The key whose value ``key`` takes through plain interpolations (``${budget.eval_epochs}``, followed
+    to the end of a chain); None when ``key`` holds its own value."""
+    seen, found = {key}, None
+    while True:
+        raw = raw_value(cfg, found or key)
+        match = re.fullmatch(r"\$\{([^}:]+)\}", raw) if isinstance(raw, str) else None
+        if not match or match.group(1) in seen:
+            return found
+        found = match.group(1)
+        seen.add(found)
+
+
 def with_origin(err: ConfigError, cfg: DictConfig) -> ConfigError:
     """``err`` noting the budget (or other) key its value was interpolated from, when it was."""
-    try:
-        raw = OmegaConf.select(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)), err.key)
-    except Exception:  # a key inside a list or below a value: no origin to report
-        return err
-    match = re.fullmatch(r"\$\{([^}:]+)\}", raw) if isinstance(raw, str) else None
-    if match and match.group(1) != err.key:
-        return ConfigError(err.key, err.message, match.group(1))
-    return err
+    source = origin(cfg, err.key)
+    return ConfigError(err.key, err.message, source) if source and not err.origin else err
 
 
 def plain(node):

@@ -74,8 +74,8 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
 
 
 BAD_RUNS = [
-    (["ipc=0"], "ipc must be a positive integer"),
-    (["ipc=abc"], "ipc must be a positive integer"),
+    (["ipc=0"], "ipc: input should be greater than or equal to 1 (got 0)"),
+    (["ipc=abc"], "ipc: input should be a valid integer"),
     (["method=nope"], "unknown method 'nope'"),
     (["nonsense_key=1"], "Key 'nonsense_key' is not in struct"),
     (["ipc=1,2"], "add -m"),
