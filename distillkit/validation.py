@@ -146,30 +146,34 @@ def check_settings(schema, values: dict, prefix: str = "") -> None:
 
 
 def build(node, key: str, **kwargs):
-    """Instantiate the ``_target_`` of the config ``node`` at ``key`` with plain Python arguments.
+    """Call the ``_target_`` of the config ``node`` at ``key`` with its other keys as plain Python
+    arguments (interpolations resolved; ``kwargs`` added), as Hydra's ``instantiate`` would with
+    ``_recursive_=False, _convert_="all"`` — only faster, which matters because a run (and every job of
+    a sweep) builds all its stages before starting.
 
     Nested stages are not built here: a constructor that takes one builds it with :func:`build` under
     its own relative key, so every error climbs back up with its full key. Any bad setting becomes
     one :class:`ConfigError`; a stage's own :class:`UserError` passes through.
     """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+    from hydra._internal.utils import _locate  # what instantiate resolves a _target_ with (get_object also logs)
 
     if isinstance(node, dict):
         node = OmegaConf.create(node)
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(key, f"needs a config with a _target_ (got {node!r})")
+    settings = OmegaConf.to_container(node, resolve=True)
+    target = settings.pop("_target_")
     try:
-        return instantiate(node, _recursive_=False, _convert_="all", **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause.under(key) from None
-        if isinstance(cause, UserError):
-            raise cause from None
-        if cause is None:  # the target itself cannot be imported or called
-            raise ConfigError("_target_", str(err).splitlines()[0]).under(key) from None
-        raise
+        constructor = _locate(target)
+    except Exception as err:  # not importable
+        reason = str(err.__cause__ or err).splitlines()[0]
+        raise ConfigError("_target_", f"cannot import '{target}' ({reason})").under(key) from None
+    if not callable(constructor):
+        raise ConfigError("_target_", f"'{target}' is not a class or function").under(key)
+    try:
+        return constructor(**settings, **kwargs)
+    except ConfigError as err:
+        raise err.under(key) from None
 
 
 def raw_value(cfg: DictConfig, key: str):
