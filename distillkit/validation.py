@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError, validate_call
@@ -71,6 +71,8 @@ NonNegativeFloat = Annotated[Float, Field(ge=0)]
 UnitInterval = Annotated[Float, Field(ge=0, le=1)]
 # a model: a name from conf/model, or a model config node (``model@roles.teacher.model=resnet18``)
 ModelSpec = Annotated[Any, AfterValidator(_known_model)]
+# resuming from a checkpoint: auto | true | false (Hydra reads ``resume=true`` as a bool)
+Resume = Annotated[Literal["auto", "true", "false"], BeforeValidator(lambda v: str(v).lower() if isinstance(v, bool) else v)]
 
 
 def validated(function):
