@@ -81,7 +81,7 @@ def compose_config(overrides: list[str]):
     """The composed config for ``overrides``, with Hydra's errors turned into one-line UserErrors."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import OmegaConfBaseException, ValidationError
 
     from distillkit.config import config_dir, group_options
 
@@ -95,6 +95,10 @@ def compose_config(overrides: list[str]):
             raise UserError(f"unknown {group} '{name}' (choose from: {', '.join(group_options(group))})") from None
         raise UserError(str(err).splitlines()[0]) from None
     except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
+        invalid = err.__cause__ if isinstance(err.__cause__, ValidationError) else err
+        if isinstance(invalid, ValidationError) and getattr(invalid, "full_key", None):
+            # a value of the wrong type for a typed key (Hydra's own nodes, e.g. hydra.launcher.timeout_min)
+            raise UserError(f"{invalid.full_key}: {str(invalid.msg).splitlines()[0]}") from None
         raise UserError(one_line(err)) from None
 
 

@@ -53,7 +53,13 @@ def model_config(model) -> DictConfig:
         return OmegaConf.create(model) if isinstance(model, dict) else model
     if str(model) not in group_options("model"):
         raise UserError(f"unknown model '{model}' (choose from: {', '.join(group_options('model'))})")
-    return OmegaConf.load(config_dir() / "model" / f"{model}.yaml")
+    return OmegaConf.create(_model_file(str(model)))
+
+
+@lru_cache(maxsize=None)
+def _model_file(name: str) -> dict:
+    # read once per process: every stage naming a model checks it when the run is planned
+    return OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / f"{name}.yaml"))
 
 
 def evaluator_direction(target: str) -> str:

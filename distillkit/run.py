@@ -33,17 +33,21 @@ from distillkit.plots import save_grid
 from distillkit.results import results
 from distillkit.roles import Roles
 from distillkit.schedules import Artefacts, Schedule, Stages
-from distillkit.validation import ConfigError, build, with_origin
+from distillkit.validation import ConfigError, Int, PositiveInt, build, check_settings, with_origin
 
 log = logging.getLogger("distillkit")
 
+@dataclass
+class RunSettings:
+    """The types and ranges of the top-level keys of ``conf/config.yaml``."""
+
+    ipc: PositiveInt  # images per class of the distilled set
+    seed: Int
+
+
 def validate(cfg: DictConfig) -> None:
-    """Top-level values a user may mistype; each problem is one line."""
-    ipc = cfg.get("ipc")
-    if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
-        raise UserError(f"ipc must be a positive integer (images per class), got {ipc!r}")
-    if isinstance(cfg.get("seed"), bool) or not isinstance(cfg.get("seed"), int):
-        raise UserError(f"seed must be an integer, got {cfg.get('seed')!r}")
+    """Top-level values a user may mistype, and the dataset's keys; each problem is one line."""
+    check_settings(RunSettings, {"ipc": cfg.get("ipc"), "seed": cfg.get("seed")})
     resolve_device(cfg.device)
     check_dataset(cfg.dataset)
     fraction = cfg.validation.get("fraction")

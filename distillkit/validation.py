@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError, validate_call
@@ -42,10 +42,23 @@ def _not_bool(value):
     return value
 
 
-def _known_model(value):
-    from distillkit.config import model_config
+class SettingError(ValueError):
+    """Raised by a validator about part of the value it checks: ``key`` (relative to that value; "" for
+    the value itself) and a complete ``message``. :func:`explain` names the full key."""
 
-    model_config(value)  # a name from conf/model or a config node with a known `name`
+    def __init__(self, key: str, message: str):
+        self.key, self.message = key, message
+        super().__init__(message)
+
+
+def _known_model(value):
+    """A name from conf/model, or a model config node whose settings fit the model's constructor."""
+    from distillkit.config import group_options, model_config
+    from distillkit.models import check_model_settings
+
+    if not isinstance(value, (dict, DictConfig)) and str(value) not in group_options("model"):
+        raise SettingError("", f"unknown model '{value}' (choose from: {', '.join(group_options('model'))})")
+    check_model_settings(plain(model_config(value)))
     return value
 
 
@@ -58,6 +71,8 @@ NonNegativeFloat = Annotated[Float, Field(ge=0)]
 UnitInterval = Annotated[Float, Field(ge=0, le=1)]
 # a model: a name from conf/model, or a model config node (``model@roles.teacher.model=resnet18``)
 ModelSpec = Annotated[Any, AfterValidator(_known_model)]
+# resuming from a checkpoint: auto | true | false (Hydra reads ``resume=true`` as a bool)
+Resume = Annotated[Literal["auto", "true", "false"], BeforeValidator(lambda v: str(v).lower() if isinstance(v, bool) else v)]
 
 
 def validated(function):
@@ -82,61 +97,122 @@ def one_of(key: str, value, choices) -> str:
     return value
 
 
+def _message(error: dict) -> str:
+    message = re.sub(r"^(Value|Assertion) error, ", "", error["msg"])
+    return message[0].lower() + message[1:] if message else message
+
+
 def explain(err: ValidationError) -> ConfigError:
-    """pydantic's first error as a ConfigError at the argument it names."""
-    first = err.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "?"
-    message = re.sub(r"^Value error, ", "", first["msg"])
-    message = message[0].lower() + message[1:] if message else message
-    if first["type"] == "unexpected_keyword_argument":
+    """pydantic's first error as a ConfigError at the argument it names.
+
+    A value that fits no member of a union (``'auto'`` or a positive int) is one error at the value's
+    key, its members' messages joined by "or" (pydantic reports one error per member, its location
+    ending in the member's type, e.g. ``literal['auto']``). A :class:`SettingError` from a validator
+    names a key inside the value.
+    """
+    errors = err.errors()
+    first = errors[0]
+    loc = list(first["loc"])
+    union = [e for e in errors if list(e["loc"])[:-1] == loc[:-1] and e.get("input") == first.get("input")]
+    if len(loc) > 1 and len(union) > 1 and any(not str(e["loc"][-1]).isidentifier() for e in union):
+        loc = loc[:-1]
+        messages = list(dict.fromkeys(_message(e) for e in union))
+        message = messages[0] + "".join(f" or {re.sub(r'^input should be ', '', m)}" for m in messages[1:])
+        return ConfigError(".".join(map(str, loc)), f"{message} (got {first.get('input')!r})")
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, SettingError):
+        return ConfigError(".".join(str(part) for part in [*loc, cause.key] if part != ""), cause.message)
+    key = ".".join(str(part) for part in loc) or "?"
+    if first["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
         return ConfigError(key, "is not a setting of this stage (check the spelling; 'distillkit run --cfg job' "
                                 "shows the keys)")
     if first["type"] == "missing_argument":
         return ConfigError(key, "is required")
-    return ConfigError(key, f"{message} (got {first.get('input')!r})")
+    return ConfigError(key, f"{_message(first)} (got {first.get('input')!r})")
+
+
+@functools.cache
+def _adapter(schema):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(schema)
+
+
+def check_settings(schema, values: dict, prefix: str = "") -> None:
+    """Check plain ``values`` against the annotated dataclass ``schema`` (settings that no constructor
+    takes: the dataset's keys, the run's top-level ones); a bad one is a ConfigError under ``prefix``."""
+    try:
+        _adapter(schema).validate_python(values)
+    except ValidationError as err:
+        raise explain(err).under(prefix) from None
 
 
 def build(node, key: str, **kwargs):
-    """Instantiate the ``_target_`` of the config ``node`` at ``key`` with plain Python arguments.
+    """Call the ``_target_`` of the config ``node`` at ``key`` with its other keys as plain Python
+    arguments (interpolations resolved; ``kwargs`` added), as Hydra's ``instantiate`` would with
+    ``_recursive_=False, _convert_="all"`` — only faster, which matters because a run (and every job of
+    a sweep) builds all its stages before starting.
 
     Nested stages are not built here: a constructor that takes one builds it with :func:`build` under
     its own relative key, so every error climbs back up with its full key. Any bad setting becomes
     one :class:`ConfigError`; a stage's own :class:`UserError` passes through. A stage or role learns
     its ``key`` (for messages at run time).
     """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
+    from hydra._internal.utils import _locate  # what instantiate resolves a _target_ with (get_object also logs)
 
     if isinstance(node, dict):
         node = OmegaConf.create(node)
     if not isinstance(node, DictConfig) or "_target_" not in node:
         raise ConfigError(key, f"needs a config with a _target_ (got {node!r})")
+    settings = OmegaConf.to_container(node, resolve=True)
+    target = settings.pop("_target_")
     try:
-        built = instantiate(node, _recursive_=False, _convert_="all", **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause.under(key) from None
-        if isinstance(cause, UserError):
-            raise cause from None
-        if cause is None:  # the target itself cannot be imported or called
-            raise ConfigError("_target_", str(err).splitlines()[0]).under(key) from None
-        raise
+        constructor = _locate(target)
+    except Exception as err:  # not importable
+        reason = str(err.__cause__ or err).splitlines()[0]
+        raise ConfigError("_target_", f"cannot import '{target}' ({reason})").under(key) from None
+    if not callable(constructor):
+        raise ConfigError("_target_", f"'{target}' is not a class or function").under(key)
+    try:
+        built = constructor(**settings, **kwargs)
+    except ConfigError as err:
+        raise err.under(key) from None
     if hasattr(type(built), "key"):  # stages and roles name their config key in later messages
         built.key = key
     return built
 
 
+def raw_value(cfg: DictConfig, key: str):
+    """The value at the dotted ``key`` (list indices included) as written, interpolations unresolved;
+    None when there is no such key."""
+    node = OmegaConf.to_container(cfg, resolve=False)
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def origin(cfg: DictConfig, key: str) -> str | None:
+    """The key whose value ``key`` takes through plain interpolations (``${budget.eval_epochs}``, followed
+    to the end of a chain); None when ``key`` holds its own value."""
+    seen, found = {key}, None
+    while True:
+        raw = raw_value(cfg, found or key)
+        match = re.fullmatch(r"\$\{([^}:]+)\}", raw) if isinstance(raw, str) else None
+        if not match or match.group(1) in seen:
+            return found
+        found = match.group(1)
+        seen.add(found)
+
+
 def with_origin(err: ConfigError, cfg: DictConfig) -> ConfigError:
     """``err`` noting the budget (or other) key its value was interpolated from, when it was."""
-    try:
-        raw = OmegaConf.select(OmegaConf.create(OmegaConf.to_container(cfg, resolve=False)), err.key)
-    except Exception:  # a key inside a list or below a value: no origin to report
-        return err
-    match = re.fullmatch(r"\$\{([^}:]+)\}", raw) if isinstance(raw, str) else None
-    if match and match.group(1) != err.key:
-        return ConfigError(err.key, err.message, match.group(1))
-    return err
+    source = origin(cfg, err.key)
+    return ConfigError(err.key, err.message, source) if source and not err.origin else err
 
 
 def plain(node):

@@ -68,8 +68,8 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
 
 
 BAD_RUNS = [
-    (["ipc=0"], "ipc must be a positive integer"),
-    (["ipc=abc"], "ipc must be a positive integer"),
+    (["ipc=0"], "ipc: input should be greater than or equal to 1 (got 0)"),
+    (["ipc=abc"], "ipc: input should be a valid integer"),
     (["method=nope"], "unknown method 'nope'"),
     (["nonsense_key=1"], "Key 'nonsense_key' is not in struct"),
     (["ipc=1,2"], "add -m"),
@@ -98,6 +98,10 @@ def test_list_and_help_describe_the_groups():
     assert listed.returncode == 0 and "random " in listed.stdout and "fashion_mnist" in listed.stdout
     helped = distillkit("run", "--help")
     assert helped.returncode == 0 and "method: " in helped.stdout and "budget: " in helped.stdout
+    for group in ("schedule", "role", "learner", "generator", "evaluator"):
+        assert f"\n{group}:" in listed.stdout, group  # `distillkit list`: one heading per group
+        assert f"{group}: " in helped.stdout, group    # `--help`: `group: option, option`
+    assert "one_shot" in listed.stdout and "rounds" in listed.stdout and "expert_trajectories" in listed.stdout
 
 
 def test_wandb_offline_writes_run_files(tmp_path):

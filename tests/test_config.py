@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -60,3 +62,55 @@ def test_defaults_are_the_documented_ones():
     cfg = compose()
     assert (cfg.dataset.name, cfg.ipc, cfg.budget.name) == ("digits", 10, "cpu")
     assert cfg.evaluator.models == ["convnet"] and cfg.evaluator.epochs == 300
+
+
+KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[\w.@/-]+):(?P<rest>.*)$")
+
+
+def undocumented_keys(text: str) -> list[str]:
+    """Key lines of a YAML file that no comment explains.
+
+    The rule: a key is documented when its line carries a ``# comment``, or the line just above it is a
+    comment line (not the file's ``@package`` line or its description, the first comment line, which
+    describes the whole file), or it opens a mapping (nothing after the colon) all of whose keys are
+    documented. ``defaults`` (Hydra's list of other files) and ``_target_`` (the class, which the
+    description explains) need none.
+    """
+    lines = text.splitlines()
+    header = {i for i, line in enumerate(lines[:2]) if line.startswith("#")}
+    if len(header) == 2 and "@package" not in lines[0]:
+        header = {0}
+    keys = []  # (line number, indent, key, has its own comment or one just above, opens a mapping)
+    for i, line in enumerate(lines):
+        match = KEY_LINE.match(line)
+        if not match or match["key"] in ("defaults", "_target_"):
+            continue
+        rest = match["rest"]
+        inline = bool(re.search(r"(^|\s)#", rest))
+        above = i > 0 and i - 1 not in header and lines[i - 1].lstrip().startswith("#")
+        opens = rest.split("#")[0].strip() == ""
+        keys.append((i, len(match["indent"]), match["key"], inline or above, opens))
+
+    def documented(k: int) -> bool:
+        i, indent, _, commented, opens = keys[k]
+        if commented:
+            return True
+        children = []
+        for j in range(k + 1, len(keys)):
+            if keys[j][1] <= indent:
+                break
+            if keys[j][1] == min(c[1] for c in keys[k + 1:j + 1] if c[1] > indent):
+                children.append(j)
+        return opens and bool(children) and all(documented(j) for j in children)
+
+    return [f"{keys[k][0] + 1}: {keys[k][2]}" for k in range(len(keys)) if not documented(k)]
+
+
+COMMENTED_FILES = sorted(p for p in config_dir().rglob("*.yaml")
+                         if p.relative_to(config_dir()).parts[0] not in ("hydra", "experiment"))
+
+
+@pytest.mark.parametrize("path", COMMENTED_FILES, ids=[str(p.relative_to(config_dir())) for p in COMMENTED_FILES])
+def test_every_config_key_has_a_comment(path):
+    missing = undocumented_keys(path.read_text())
+    assert not missing, f"{path.relative_to(config_dir())}: keys without a comment (lines {', '.join(missing)})"

@@ -290,15 +290,10 @@ class DatasetSettings:
 
 def check_dataset(cfg) -> None:
     """Check the dataset config's shared keys; one ConfigError naming the key."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from distillkit.validation import explain, plain
+    from distillkit.validation import check_settings, plain
 
     settings = {k: v for k, v in plain(cfg).items() if k in DatasetSettings.__dataclass_fields__}
-    try:
-        TypeAdapter(DatasetSettings).validate_python(settings)
-    except ValidationError as err:
-        raise explain(err).under("dataset") from None
+    check_settings(DatasetSettings, settings, "dataset")
 
 
 # Keys that say where a dataset is read from, not what it contains.

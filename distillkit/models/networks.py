@@ -7,10 +7,20 @@ with affine parameters.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 
 from distillkit.errors import UserError
+from distillkit.validation import PositiveInt
+
+# The settings a model config may carry (conf/model) are its constructor's keyword arguments after
+# (channels, num_classes, image_size); their annotations are checked before a run starts
+# (distillkit.models.check_model_settings).
+Norm = Literal["instancenorm", "batchnorm", "groupnorm", "none"] | None
+Act = Literal["relu", "leakyrelu", "sigmoid", "gelu"]
+Pooling = Literal["avgpool", "maxpool", "none"] | None
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -65,8 +75,8 @@ class Classifier(nn.Module):
 class ConvNet(Classifier):
     """ConvNet-D: D × [conv3×3 → norm → act → pool], then one linear layer."""
 
-    def __init__(self, channels, num_classes, image_size, width=128, depth=3, norm="instancenorm",
-                 act="relu", pooling="avgpool"):
+    def __init__(self, channels, num_classes, image_size, width: PositiveInt = 128, depth: PositiveInt = 3,
+                 norm: Norm = "instancenorm", act: Act = "relu", pooling: Pooling = "avgpool"):
         super().__init__()
         padded = image_size[0] + (4 if channels == 1 and image_size[0] == 28 else 0)
         if norm == "instancenorm" and padded // 2 ** (depth - 1) < 2:
@@ -106,8 +116,8 @@ class BasicBlock(nn.Module):
 class ResNet(Classifier):
     """CIFAR-style ResNet (3×3 stem); ``avgpool_downsample`` gives ResNetAP (IDC/Minimax)."""
 
-    def __init__(self, channels, num_classes, image_size, blocks=(2, 2, 2, 2), norm="instancenorm",
-                 width=64, avgpool_downsample=False):
+    def __init__(self, channels, num_classes, image_size, blocks: tuple[PositiveInt, ...] = (2, 2, 2, 2),
+                 norm: Norm = "instancenorm", width: PositiveInt = 64, avgpool_downsample: bool = False):
         super().__init__()
         stem = [nn.Conv2d(channels, width, 3, 1, 1, bias=False), make_norm(norm, width), nn.ReLU()]
         if image_size[0] > 64:  # ImageNet-size inputs: downsample early as the reference nets do
@@ -127,7 +137,7 @@ class VGG(Classifier):
 
     CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
-    def __init__(self, channels, num_classes, image_size, norm="instancenorm"):
+    def __init__(self, channels, num_classes, image_size, norm: Norm = "instancenorm"):
         super().__init__()
         layers, in_ch = [], channels
         for i, v in enumerate(self.CFG):
@@ -159,7 +169,8 @@ class AlexNet(Classifier):
 class TimmModel(nn.Module):
     """Any timm model by name (``model=timm model.timm_name=resnet18``); weights only when asked."""
 
-    def __init__(self, channels, num_classes, image_size, timm_name="resnet18", pretrained=False, **kwargs):
+    def __init__(self, channels, num_classes, image_size, timm_name: str = "resnet18", pretrained: bool = False,
+                 **kwargs):
         super().__init__()
         try:
             import timm

@@ -25,7 +25,7 @@ from distillkit.progress import progress
 from distillkit.schedules import Artefacts, Outcome, Schedule, Stages, prepare_roles
 from distillkit.schedules.buffer import ReplayBuffer
 from distillkit.stages import Scores
-from distillkit.validation import ConfigError, PositiveInt, plain, validated
+from distillkit.validation import ConfigError, PositiveInt, Resume, plain, validated
 
 log = logging.getLogger("distillkit")
 
@@ -38,7 +38,7 @@ class Rounds(Schedule):
     @validated
     def __init__(self, rounds: PositiveInt = 10, steps_per_round: PositiveInt = 10, buffer_size: PositiveInt = 1000,
                  replace: Literal["oldest", "lowest"] = "oldest", checkpoint_every: PositiveInt = 1,
-                 resume: bool | str = "auto"):
+                 resume: Resume = "auto"):
         self.rounds, self.steps_per_round, self.buffer_size = rounds, steps_per_round, buffer_size
         self.replace, self.checkpoint_every, self.resume = replace, checkpoint_every, resume_mode(resume)
 

@@ -20,8 +20,8 @@ from distillkit.generators.distribution_matching.losses import (correlation_loss
 from distillkit.generators.iterative import IterativeRun
 from distillkit.stages import Generator
 from distillkit.training import autocast, bf16_applies
-from distillkit.validation import (ConfigError, ModelSpec, NonNegativeFloat, PositiveFloat, PositiveInt, plain,
-                                   validated)
+from distillkit.validation import (ConfigError, ModelSpec, NonNegativeFloat, PositiveFloat, PositiveInt, Resume,
+                                   plain, validated)
 
 log = logging.getLogger("distillkit")
 
@@ -46,7 +46,7 @@ class DistributionMatching(Generator):
                  diversity_weight: NonNegativeFloat = 10.0, diversity_neighbours: PositiveInt = 2,
                  style_layer: Literal["norm", "relu"] = "norm", max_real_per_pass: Literal["auto"] | PositiveInt = "auto",
                  amp: bool = True, compile: bool = False, log_every: PositiveInt = 50, grid_every: PositiveInt = 500,
-                 checkpoint_every: PositiveInt = 250, resume: bool | str = "auto", explode_factor: PositiveFloat = 1e4):
+                 checkpoint_every: PositiveInt = 250, resume: Resume = "auto", explode_factor: PositiveFloat = 1e4):
         terms = dict(terms) if terms is not None else {"mmd": True}
         unknown = set(terms) - set(TERMS)
         if unknown:

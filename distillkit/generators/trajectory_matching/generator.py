@@ -23,7 +23,7 @@ from distillkit.roles.experts import Trajectory
 from distillkit.stages import Generator
 from distillkit.training import bf16_applies, predict
 from distillkit.validation import (ConfigError, Float, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                                   PositiveInt, plain, validated)
+                                   PositiveInt, Resume, plain, validated)
 
 log = logging.getLogger("distillkit")
 
@@ -64,7 +64,7 @@ class TrajectoryMatching(Generator):
                  selection_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.0, memory: Literal[MEMORY_MODES] = "full",
                  dsa_strategy: str | None = "color_crop_cutout_flip_scale_rotate", amp: bool = True,
                  log_every: PositiveInt = 50, grid_every: PositiveInt = 500, checkpoint_every: PositiveInt = 250,
-                 resume: bool | str = "auto", explode_factor: PositiveFloat = 100.0):
+                 resume: Resume = "auto", explode_factor: PositiveFloat = 100.0):
         self.model = plain(model)
         self.iterations, self.syn_steps, self.expert_epochs = iterations, syn_steps, expert_epochs
         self.min_start_epoch, self.max_start_epoch = min_start_epoch, max_start_epoch

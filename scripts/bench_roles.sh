@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Trained roles at budget=cpu (the trained-roles issue): the teacher's held-out accuracy and `full` on digits,
+# Fashion-MNIST and photo_patches; the headline `distillkit run method=dgs ipc=10` on digits with dgs vs
+# dgs_pool_random over three sampler seeds; dm, herding, dgs vs random on photo_patches.
+# Each run: outputs/bench/roles/<name>/ (results.json, the run's files) and <name>.time (GNU time -v).
+#   DISTILLKIT_CACHE=/tmp/dk_roles bash scripts/bench_roles.sh [name ...]   (no names: every run, in order)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=outputs/bench/roles
+mkdir -p "$out"
+declare -A runs=(
+  [digits_dgs]="method=dgs ipc=10"
+  [digits_dgs_seed1]="method=dgs ipc=10 sampler.seed=1"
+  [digits_dgs_seed2]="method=dgs ipc=10 sampler.seed=2"
+  [digits_dgs_pool_random]="method=dgs_pool_random ipc=10"
+  [digits_dgs_pool_random_seed1]="method=dgs_pool_random ipc=10 sampler.seed=1"
+  [digits_dgs_pool_random_seed2]="method=dgs_pool_random ipc=10 sampler.seed=2"
+  [digits_random]="method=random ipc=10"
+  [digits_herding]="method=herding ipc=10"
+  [digits_full]="method=full"
+  [photo_random]="dataset=photo_patches method=random ipc=10"
+  [photo_herding]="dataset=photo_patches method=herding ipc=10"
+  [photo_full]="dataset=photo_patches method=full"
+  [photo_dm]="dataset=photo_patches method=dm ipc=10"
+  [photo_dgs]="dataset=photo_patches method=dgs ipc=10"
+  [fmnist_herding]="dataset=fashion_mnist method=herding ipc=10"
+  [fmnist_full]="dataset=fashion_mnist method=full"
+)
+order=(digits_dgs digits_dgs_seed1 digits_dgs_seed2 digits_dgs_pool_random digits_dgs_pool_random_seed1
+       digits_dgs_pool_random_seed2 digits_random digits_herding digits_full photo_random photo_herding photo_full
+       photo_dm photo_dgs fmnist_herding fmnist_full)
+[ $# -gt 0 ] && order=("$@")
+for name in "${order[@]}"; do
+  [ -f "$out/$name/results.json" ] && { echo "skip $name (done)"; continue; }
+  echo "run $name: ${runs[$name]}"
+  DISTILLKIT_PROGRESS=log /usr/bin/time -v -o "$out/$name.time" \
+    distillkit run tracker=none ${runs[$name]} "hydra.run.dir=$out/$name" > "$out/$name.log" 2>&1
+  tail -n 1 "$out/$name.log"
+done
