@@ -18,10 +18,12 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pydantic import Field
 
 from distillkit.cache import Cache
 from distillkit.context import Context
@@ -33,9 +35,17 @@ from distillkit.plots import save_grid
 from distillkit.results import results
 from distillkit.roles import Roles
 from distillkit.schedules import Artefacts, Schedule, Stages
-from distillkit.validation import ConfigError, Int, PositiveInt, build, check_settings, with_origin
+from distillkit.validation import ConfigError, Float, Int, PositiveInt, build, check_settings, plain, with_origin
 
 log = logging.getLogger("distillkit")
+
+@dataclass
+class HeldOutSettings:
+    """``validation:``: the part of the training data trained roles are measured on."""
+
+    fraction: Annotated[Float, Field(gt=0, lt=1)]  # of every class
+    seed: Int
+
 
 @dataclass
 class RunSettings:
@@ -43,18 +53,14 @@ class RunSettings:
 
     ipc: PositiveInt  # images per class of the distilled set
     seed: Int
+    validation: HeldOutSettings
 
 
 def validate(cfg: DictConfig) -> None:
     """Top-level values a user may mistype, and the dataset's keys; each problem is one line."""
-    check_settings(RunSettings, {"ipc": cfg.get("ipc"), "seed": cfg.get("seed")})
+    check_settings(RunSettings, {key: plain(cfg.get(key)) for key in RunSettings.__dataclass_fields__})
     resolve_device(cfg.device)
     check_dataset(cfg.dataset)
-    fraction = cfg.validation.get("fraction")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError("validation.fraction", f"must be a number between 0 and 1 (got {fraction!r})")
-    if isinstance(cfg.validation.get("seed"), bool) or not isinstance(cfg.validation.get("seed"), int):
-        raise ConfigError("validation.seed", f"must be an integer (got {cfg.validation.get('seed')!r})")
 
 
 def resolve_device(name) -> torch.device:

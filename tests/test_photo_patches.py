@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import compose
+from support import compose
 from distillkit.data import photo_patches
 from distillkit.data.datasets import load_dataset
 from distillkit.data.photo_patches import build_root, ensure_built

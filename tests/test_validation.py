@@ -45,14 +45,14 @@ import distillkit.app
 import distillkit.cli as cli
 import distillkit.run
 from distillkit.config import config_dir, config_groups, group_options
-from distillkit.data.datasets import DatasetSettings
+from distillkit.data.datasets import LOADER_SETTINGS, DatasetSettings
 from distillkit.models import create_model, model_class
 from distillkit.run import RunSettings
 
 BAD_TYPE = "abc"
 # Keys that take any number of their type: they get only the type check. Every other numeric key
 # must declare its range in its annotation (test_numeric_keys_without_a_range_are_meant_to_be).
-ANY_NUMBER = re.compile(r"(^|\.)(seed|split_seed|label_epoch)$"  # seeds; label_epoch counts from the end when < 0
+ANY_NUMBER = re.compile(r"(^|\.)(seed|split_seed|build_seed|label_epoch)$"  # seeds; label_epoch counts from the end when < 0
                         r"|^dataset\.mean$"                        # a channel mean may be any number
                         r"|\.class_map\."                          # class -> a pipeline's label, any int it knows
                         r"|^hydra\.launcher\.")                    # typed by Hydra's submitit schema, not by distillkit
@@ -152,8 +152,12 @@ def annotation_at(cfg: DictConfig, key: str):
     """The annotation that types ``key`` of the composed ``cfg``: a field of the dataset or top-level
     schema, or a parameter of the constructor of the deepest node above it with a ``_target_``."""
     parts = key.split(".")
-    if parts[0] == "dataset" or len(parts) == 1:
-        annotation, parts = (DatasetSettings, parts[1:]) if parts[0] == "dataset" else (RunSettings, parts)
+    if parts[0] == "dataset":
+        loader_schema = LOADER_SETTINGS.get(cfg.dataset.get("loader"), (None,))[0]
+        own = loader_schema is not None and parts[1] in loader_schema.__dataclass_fields__
+        annotation, parts = (loader_schema if own else DatasetSettings), parts[1:]
+    elif parts[0] in RunSettings.__dataclass_fields__:
+        annotation = RunSettings
     else:
         for i in range(len(parts) - 1, 0, -1):
             node = OmegaConf.select(cfg, ".".join(parts[:i]))

@@ -18,6 +18,8 @@ import torch
 
 from pydantic import Field
 
+from distillkit.data.photo_patches import BuildSettings as PhotoPatchesSettings
+from distillkit.data.photo_patches import check_settings as check_photo_patches
 from distillkit.data.photo_patches import ensure_built
 from distillkit.errors import UserError
 from distillkit.validation import Float, Int, PositiveFloat, PositiveInt
@@ -289,11 +291,15 @@ class DatasetSettings:
 
 
 def check_dataset(cfg) -> None:
-    """Check the dataset config's shared keys; one ConfigError naming the key."""
+    """Check the dataset config's shared keys, and a loader's own (``LOADER_SETTINGS``); one ConfigError
+    naming the key."""
     from distillkit.validation import check_settings, plain
 
-    settings = {k: v for k, v in plain(cfg).items() if k in DatasetSettings.__dataclass_fields__}
-    check_settings(DatasetSettings, settings, "dataset")
+    values = plain(cfg)
+    for schema in (DatasetSettings, *LOADER_SETTINGS.get(cfg.get("loader"), ())[:1]):
+        check_settings(schema, {k: v for k, v in values.items() if k in schema.__dataclass_fields__}, "dataset")
+    for check in LOADER_SETTINGS.get(cfg.get("loader"), ())[1:]:
+        check(cfg)
 
 
 # Keys that say where a dataset is read from, not what it contains.
@@ -315,6 +321,10 @@ LOADERS = {
     "imagefolder": load_imagefolder,
     "photo_patches": load_photo_patches,
 }
+
+
+# a loader's own keys: their schema, and a check of what types cannot say (run when the run is planned)
+LOADER_SETTINGS = {"photo_patches": (PhotoPatchesSettings, check_photo_patches)}
 
 
 def load_dataset(cfg) -> RealData:

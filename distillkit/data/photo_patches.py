@@ -14,12 +14,16 @@ import json
 import os
 import shutil
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from distillkit.errors import UserError
+from distillkit.validation import ConfigError, Int, PositiveInt, UnitInterval
 
 
 def _skimage_photo(name: str):
@@ -124,14 +128,30 @@ def write_split(photo: np.ndarray, name: str, split: str, count: int, cfg, folde
         crop.resize((size, size), Image.LANCZOS).save(folder / split / name / f"{i:04d}.png")
 
 
+@dataclass
+class BuildSettings:
+    """The types and ranges of the build keys (``conf/dataset/photo_patches.yaml``)."""
+
+    photos: list[str]
+    train_crops: PositiveInt
+    test_crops: PositiveInt
+    crop_scale: Annotated[list[UnitInterval], Field(min_length=2, max_length=2)]
+    test_strip: Annotated[list[UnitInterval], Field(min_length=2, max_length=2)]
+    build_seed: Int
+
+
 def check_settings(cfg) -> None:
+    """What the build keys' types (``BuildSettings``, checked before) cannot say."""
+    unknown = [p for p in cfg.photos if p not in PHOTO_SOURCES]
+    if unknown:
+        raise ConfigError("dataset.photos", f"unknown photo {unknown[0]!r} (choose from {', '.join(PHOTO_SOURCES)})")
     low, high = cfg.crop_scale
     start, end = cfg.test_strip
-    if not 0 < low <= high <= 1:
-        raise UserError(f"dataset.crop_scale must be [low, high] with 0 < low <= high <= 1, got {list(cfg.crop_scale)}")
-    if not 0 <= start < end <= 1 or (start == 0 and end == 1):
-        raise UserError(f"dataset.test_strip must be [start, end] inside [0, 1] leaving room for train crops, "
-                        f"got {list(cfg.test_strip)}")
+    if not 0 < low <= high:
+        raise ConfigError("dataset.crop_scale", f"must be [low, high] with 0 < low <= high <= 1, got {list(cfg.crop_scale)}")
+    if not start < end or (start == 0 and end == 1):
+        raise ConfigError("dataset.test_strip", "must be [start, end] inside [0, 1] leaving room for train crops, "
+                          f"got {list(cfg.test_strip)}")
 
 
 def ensure_built(cfg) -> Path:
