@@ -90,13 +90,6 @@ def validated(function):
     return wrapper
 
 
-def one_of(key: str, value, choices) -> str:
-    """``value`` if it is one of ``choices``, else a ConfigError naming ``key``."""
-    if value not in choices:
-        raise ConfigError(key, f"must be one of {', '.join(map(str, choices))} (got {value!r})")
-    return value
-
-
 def _message(error: dict) -> str:
     message = re.sub(r"^(Value|Assertion) error, ", "", error["msg"])
     return message[0].lower() + message[1:] if message else message

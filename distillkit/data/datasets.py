@@ -57,9 +57,6 @@ class RealData:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.train_images.shape[2:])
 
-    def class_indices(self, c: int) -> torch.Tensor:
-        return torch.nonzero(self.train_labels == c).flatten()
-
     def denormalise(self, images: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)

@@ -110,9 +110,6 @@ class Roles:
         self._ready: dict[str, object] = {}
         self.report: dict[str, dict] = {}
 
-    def names(self) -> list[str]:
-        return list(self.roles)
-
     def role(self, name: str) -> Role:
         if name not in self.roles:
             raise UserError(f"no role '{name}' in the config (roles: {', '.join(self.roles) or 'none'})")
