@@ -17,11 +17,12 @@ from distillkit.tracking import NoTracker
 TINY = ("budget=smoke", "tracker=none", "dataset=digits", "dataset.train_per_class=30", "dataset.test_per_class=20")
 
 
-def compose(*overrides: str):
-    """The real config with ``overrides``, as ``distillkit run`` would compose it."""
+def compose(*overrides: str, with_hydra: bool = False):
+    """The real config with ``overrides``, as ``distillkit run`` would compose it (``with_hydra``: and its
+    ``hydra`` node)."""
     from distillkit.cli import compose_config
 
-    return compose_config(list(overrides))
+    return compose_config(list(overrides), with_hydra=with_hydra)
 
 
 def tiny_context(run_dir: Path | None, *overrides: str):
