@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from distillkit.config import group_options
 from distillkit.results import objective
 from support import TINY, compose
 
@@ -34,6 +35,13 @@ def search(sweep_dir: Path, *overrides: str):
     values = [objective(json.loads(path.read_text())) for path in trials]
     assert len(values) == 2 and len(set(values)) > 1, values  # trials that differ, or the direction is untested
     return OmegaConf.load(sweep_dir / "optimization_results.yaml"), values
+
+
+@pytest.mark.parametrize("option", group_options("hparams_search"))
+def test_every_search_composes_and_resolves(option):
+    cfg = compose(f"hparams_search={option}", with_hydra=True)
+    OmegaConf.to_container(compose(f"hparams_search={option}"), resolve=True)
+    assert cfg.hydra.sweeper.direction in ("maximize", "minimize") and cfg.hydra.sweeper.params
 
 
 def test_search_composes_and_its_direction_follows_the_evaluator():
