@@ -54,9 +54,11 @@ def split_overrides(args: list[str]) -> tuple[list[str], bool, bool]:
 
 
 def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
-    """Every concrete override list of a sweep (at most 64; beyond that, a sample)."""
+    """Every concrete override list of a sweep (at most 64; beyond that, a sample). An interval (which a
+    sweeper plugin such as Optuna draws from) stands for its two ends."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
+    from hydra.core.override_parser.types import IntervalSweep
+    from hydra.errors import HydraException, OverrideParseException
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -67,18 +69,22 @@ def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
         if o.is_sweep_override():
             if not multirun:
                 raise UserError(f"'{o.input_line}' is a sweep: add -m to run one job per value")
-            try:
-                values = list(o.sweep_string_iterator())
-            except Exception:  # sweeps a plugin sweeper interprets (intervals, tags): checked there
-                continue
+            if isinstance(o.value(), IntervalSweep):
+                values = [o.value().start, o.value().end]
+            else:
+                try:
+                    values = list(o.sweep_string_iterator())
+                except HydraException:  # a glob over a config group: Hydra expands it when the sweep starts
+                    continue
             choices.append([f"{o.get_key_element()}={v}" for v in values])
         else:
             choices.append([o.input_line])
     return [list(c) for c in itertools.islice(itertools.product(*choices), 64)]
 
 
-def compose_config(overrides: list[str]):
-    """The composed config for ``overrides``, with Hydra's errors turned into one-line UserErrors."""
+def compose_config(overrides: list[str], with_hydra: bool = False):
+    """The composed config for ``overrides`` (``with_hydra``: and its ``hydra`` node), with Hydra's errors
+    turned into one-line UserErrors."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException, ValidationError
@@ -87,7 +93,7 @@ def compose_config(overrides: list[str]):
 
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="distillkit"):
-            return compose("config", overrides=overrides)
+            return compose("config", overrides=overrides, return_hydra_config=with_hydra)
     except MissingConfigException as err:
         missing = (err.missing_cfg_file or "").strip("/")
         group, _, name = missing.rpartition("/")
@@ -131,11 +137,28 @@ def check_composed(cfg):
     return plan(cfg)
 
 
+def search_space(overrides: list[str]) -> list[str]:
+    """The sweeper's own search space (``hydra.sweeper.params``, set by ``conf/hparams_search``) as
+    overrides, less the keys ``overrides`` set (the command line wins, as in the sweeper)."""
+    params = compose_config(overrides, with_hydra=True).hydra.sweeper.get("params") or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return [f"{key}={value}" for key, value in params.items() if key not in given]
+
+
+def sweep_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """Every job a command line may run (at most 64): its combinations and, for a sweep, each one's search space."""
+    combos = expand_sweeps(overrides, multirun)
+    if not multirun:
+        return combos
+    jobs = (job for combo in combos for job in expand_sweeps(search_space(combo) + combo, multirun))
+    return list(itertools.islice(jobs, 64))
+
+
 def run_command(args: list[str]) -> int:
     overrides, multirun, helpish = split_overrides(args)
     if not helpish:
-        for combo in expand_sweeps(overrides, multirun):
-            check_composed(compose_config(combo))
+        for job in sweep_jobs(overrides, multirun):
+            check_composed(compose_config(job))
     from distillkit.app import hydra_app
 
     sys.argv = ["distillkit run", *args]

@@ -35,11 +35,12 @@ def distillkit(*args: str, cwd=None, env: dict | None = None) -> subprocess.Comp
                           env=env, timeout=600, check=False)
 
 
-def compose(*overrides: str):
-    """The real config with ``overrides``, as ``distillkit run`` would compose it."""
+def compose(*overrides: str, with_hydra: bool = False):
+    """The real config with ``overrides``, as ``distillkit run`` would compose it (``with_hydra``: and its
+    ``hydra`` node)."""
     from distillkit.cli import compose_config
 
-    return compose_config(list(overrides))
+    return compose_config(list(overrides), with_hydra=with_hydra)
 
 
 def tiny_context(run_dir: Path | None, *overrides: str):
