@@ -2,7 +2,7 @@
 # Trained roles at budget=cpu (the trained-roles issue): the teacher's held-out accuracy and `full` on digits,
 # Fashion-MNIST and photo_patches; the headline `distillkit run method=dgs ipc=10` on digits with dgs vs
 # dgs_pool_random over three sampler seeds; dm, herding, dgs vs random on photo_patches.
-# Each run: outputs/bench/roles/<name>/ (results.json, the run's files) and <name>.time (GNU time -v).
+# Each run: outputs/bench/roles/<name>/ (results.json, the run's files) and <name>.time.log (GNU time -v).
 #   DISTILLKIT_CACHE=/tmp/dk_roles bash scripts/bench_roles.sh [name ...]   (no names: every run, in order)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ order=(digits_dgs digits_dgs_seed1 digits_dgs_seed2 digits_dgs_pool_random digit
 for name in "${order[@]}"; do
   [ -f "$out/$name/results.json" ] && { echo "skip $name (done)"; continue; }
   echo "run $name: ${runs[$name]}"
-  DISTILLKIT_PROGRESS=log /usr/bin/time -v -o "$out/$name.time" \
+  DISTILLKIT_PROGRESS=log /usr/bin/time -v -o "$out/$name.time.log" \
     distillkit run tracker=none ${runs[$name]} "hydra.run.dir=$out/$name" > "$out/$name.log" 2>&1
   tail -n 1 "$out/$name.log"
 done
