@@ -33,7 +33,7 @@ def test_a_run_reports_each_role_it_used(tmp_path):
     results = execute(compose(*TINY, "method=dgs", "ipc=1"), tmp_path)
     teacher, diffusion = results["roles"]["teacher"], results["roles"]["diffusion"]
     assert 0 <= teacher["held_out_accuracy"] <= 100 and teacher["held_out_images"] == 30 and teacher["chance"] == 10
-    assert teacher["trained_on"] == 270 and teacher["steps"] >= 1
+    assert teacher["trained_on"] == 270 and teacher["steps"] >= 1 and teacher["held_out_cross_entropy"] > 0
     assert diffusion["held_out_loss"] > 0 and diffusion["train_loss"] > 0 and diffusion["held_out_images"] == 30
 
 

@@ -7,12 +7,13 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
 from distillkit.roles import Role, forked_rng
-from distillkit.training import TrainSpec, accuracy, optimiser_steps, precision, train_classifier, train_settings
+from distillkit.training import TrainSpec, optimiser_steps, precision, predict, train_classifier, train_settings
 from distillkit.validation import Int, ModelSpec, NonNegativeFloat, plain, validated
 
 log = logging.getLogger("distillkit")
@@ -29,9 +30,12 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def held_out_quality(model: torch.nn.Module, ctx, amp: bool) -> dict:
-    """A classifier's accuracy (%) on the held-out part of the training data, with chance beside it."""
+    """A classifier's accuracy (%) and cross-entropy on the held-out part of the training data, with chance
+    beside them (a high accuracy with a cross-entropy near ln K is a right but unsure classifier)."""
     split = ctx.split
-    return {"held_out_accuracy": round(accuracy(model, split.held_out_images, split.held_out_labels, amp=amp), 2),
+    logits = predict(model, split.held_out_images)
+    return {"held_out_accuracy": round(100.0 * (logits.argmax(1) == split.held_out_labels).float().mean().item(), 2),
+            "held_out_cross_entropy": round(F.cross_entropy(logits, split.held_out_labels).item(), 4),
             "held_out_images": len(split.held_out_labels), "chance": round(100.0 / ctx.data.num_classes, 2)}
 
 
@@ -102,8 +106,10 @@ class TrainedClassifier(Role):
     def describe(self, quality: dict) -> str:
         how = f"{quality['steps']} steps on {quality['trained_on']} images" if "steps" in quality else quality.get(
             "weights", "")
-        return (f"held-out accuracy {quality['held_out_accuracy']:.1f} % on {quality['held_out_images']} images "
-                f"({how}; floor {self.quality_floor * quality['chance']:.1f} %)")
+        entropy = (f", cross-entropy {quality['held_out_cross_entropy']:.3f}"
+                   if "held_out_cross_entropy" in quality else "")
+        return (f"held-out accuracy {quality['held_out_accuracy']:.1f} %{entropy} on {quality['held_out_images']} "
+                f"images ({how}; floor {self.quality_floor * quality['chance']:.1f} %)")
 
     def load(self, ctx, folder: Path) -> torch.nn.Module:
         from safetensors.torch import load_file
