@@ -17,6 +17,7 @@ from distillkit.generators.trajectory_matching.objective import kept_elements, m
 from distillkit.generators.trajectory_matching.optimiser import MaskedSGD
 from distillkit.generators.trajectory_matching.unroll import unroll_checkpointed, unroll_full
 from distillkit.models import create_model
+from distillkit.roles import QUALITY_FILE
 from distillkit.roles import experts as experts_module
 from distillkit.roles.experts import CACHE_KIND, TRAJECTORY_FILE, ExpertTrajectories, Trajectory
 from distillkit import run as pipeline
@@ -80,7 +81,7 @@ def test_curriculum_rejects_an_impossible_schedule():
 def test_el2n_and_grand_match_their_definitions(tmp_path):
     ctx = tiny_context(tmp_path)
     pool = SyntheticSet(ctx.train_images[:6], ctx.train_labels[:6])
-    el2n = EL2N(num_models=1, epochs=1, seed=3)(pool, ctx).pool
+    el2n = EL2N(num_models=1, epochs=1, seed=3, quality_floor=0)(pool, ctx).pool
     grand = GraNd(num_models=1, epochs=0, seed=3)(pool, ctx).pool
     torch.manual_seed(3)
     model = ctx.build_model("convnet").eval()  # GraNd at initialisation: the same network the scorer drew
@@ -190,7 +191,8 @@ def test_experts_trained_in_two_shards_equal_the_unsharded_experts(tmp_path, mon
     sharded = tmp_path / "sharded"
     for index in (0, 1):
         experts, ctx = trajectories(tmp_path, sharded, f"roles.experts.shard.index={index}",
-                                    "roles.experts.shard.count=2", "budget.tm_num_experts=3")
+                                    "roles.experts.shard.count=2", "budget.tm_num_experts=3",
+                                    "schedule.stop_after=prepare")  # a shard job only prepares
         assert experts.shard_members() == [index, index + 2][:2 - index] and experts.partial
         experts.prepare(ctx)
         if index == 0:  # expert 1 is the other shard's, which has not run yet
@@ -251,7 +253,7 @@ def test_an_interrupted_expert_resumes_to_the_same_trajectory(tmp_path, monkeypa
     monkeypatch.setattr(ExpertTrajectories, "_save_epoch", staticmethod(save))
     torch.manual_seed(999)  # whatever happened in between must not matter
     resumed = experts.materialise(ctx)[0][0]
-    assert sorted(p.name for p in resumed.path.parent.iterdir()) == ["spec.json", TRAJECTORY_FILE]
+    assert sorted(p.name for p in resumed.path.parent.iterdir()) == [QUALITY_FILE, "spec.json", TRAJECTORY_FILE]
     assert all(torch.equal(straight.parameters_at(e, "cpu"), resumed.parameters_at(e, "cpu")) for e in range(4))
 
 
@@ -267,8 +269,9 @@ def test_curriculum_experts_are_other_cache_entries_and_see_the_scheduled_subset
     experts, ctx = trajectories(tmp_path, tmp_path / "cache", "budget.tm_num_experts=1", method="pad")
     assert experts.curriculum is not None
     experts.prepare(ctx)
-    # smoke curriculum: add_end 1, remove 2 / 2 (ratios 0.1, 0.2) over 30 images per class
-    assert seen == [[22] * 10, [30] * 10, [30] * 10]
+    # smoke curriculum: add_end 1, remove 2 / 2 (ratios 0.1, 0.2) over the 27 training images per class
+    # (30 less the held-out tenth)
+    assert seen == [[20] * 10, [27] * 10, [27] * 10]
     plain, _ = trajectories(tmp_path, tmp_path / "cache", "budget.tm_num_experts=1")
     assert plain.expert_spec(ctx, 0) != experts.expert_spec(ctx, 0)
 
