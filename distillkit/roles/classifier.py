@@ -29,7 +29,7 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def held_out_quality(model: torch.nn.Module, ctx, amp: bool) -> dict:
+def held_out_quality(model: torch.nn.Module, ctx) -> dict:
     """A classifier's accuracy (%) and cross-entropy on the held-out part of the training data, with chance
     beside them (a high accuracy with a cross-entropy near ln K is a right but unsure classifier)."""
     split = ctx.split
@@ -78,22 +78,19 @@ class TrainedClassifier(Role):
     def train(self, ctx, folder: Path) -> dict:
         from safetensors.torch import save_file
 
-        log.info("training %s %s on %s (%d epochs); cached for later runs", self.name, model_config(self.model).name,
-                 ctx.data.name, self.train_spec.epochs)
         split = ctx.split
+        steps = optimiser_steps(self.train_spec, len(split.train_labels)) if self.train_spec.epochs else 0
+        log.info("training %s %s on %s (%d steps); cached for later runs", self.name, model_config(self.model).name,
+                 ctx.data.name, steps)
         torch.manual_seed(self.seed)
         model = ctx.build_model(self.model)
-        steps = optimiser_steps(self.train_spec, len(split.train_labels)) if self.train_spec.epochs else 0
         if steps:
             augment = DSA(self.dsa_strategy, seed=self.seed) if self.dsa_strategy else None
             train_classifier(model, split.train_images, split.train_labels, self.train_spec, augment=augment,
                              desc=self.name)
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   str(folder / WEIGHTS_FILE))
-        return {**self.measure(ctx, model), "steps": steps, "trained_on": len(split.train_labels)}
-
-    def measure(self, ctx, model: torch.nn.Module) -> dict:
-        return held_out_quality(model, ctx, self.train_spec.amp)
+        return {**held_out_quality(model, ctx), "steps": steps, "trained_on": len(split.train_labels)}
 
     def shortfall(self, quality: dict) -> str | None:
         return accuracy_shortfall("held-out accuracy", quality["held_out_accuracy"], self.quality_floor,
@@ -128,7 +125,7 @@ class TrainedClassifier(Role):
         if self.weights is None:
             return super().materialise(ctx)
         model = self.named_weights(ctx)
-        return frozen(model), {**self.measure(ctx, model), "weights": self.weights}
+        return frozen(model), {**held_out_quality(model, ctx), "weights": self.weights}
 
     def named_weights(self, ctx) -> torch.nn.Module:
         """The configured model with the weights the user named (no training, no cache)."""

@@ -238,7 +238,7 @@ class ExpertTrajectories(Role):
         for e in range(self.epochs + 1):
             (folder / f"epoch_{e:03d}.safetensors").unlink()
         (folder / QUALITY_FILE).write_text(json.dumps({
-            **held_out_quality(model, ctx, self.train_spec.amp),
+            **held_out_quality(model, ctx),
             "steps_per_epoch": optimiser_steps(self.train_spec, len(split.train_labels))}))
 
     @staticmethod
