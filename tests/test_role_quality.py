@@ -37,6 +37,15 @@ def test_a_run_reports_each_role_it_used(tmp_path):
     assert diffusion["held_out_loss"] > 0 and diffusion["train_loss"] > 0 and diffusion["held_out_images"] == 30
 
 
+def test_a_job_that_only_prepares_a_role_reports_and_checks_it(tmp_path):
+    """A teacher (or all experts) trained ahead in its own job says how good it is there, not only later."""
+    results = execute(compose(*TINY, "method=herding", "ipc=1", "schedule.stop_after=prepare"), tmp_path / "prepared")
+    assert results["status"] == "prepared" and results["roles"]["teacher"]["trained_on"] == 270
+    shard = execute(compose(*TINY, "method=mtt", "roles.experts.shard.index=1", "roles.experts.shard.count=2",
+                            "schedule.stop_after=prepare"), tmp_path / "shard")
+    assert shard["status"] == "prepared" and "experts" not in shard["roles"]  # half the experts: no verdict yet
+
+
 UNTRAINED_TEACHER = (*TINY, "method=herding", "budget.teacher_epochs=0", "roles.teacher.quality_floor=5")
 
 

@@ -76,13 +76,13 @@ class Schedule:
         raise NotImplementedError
 
 
-def prepare_roles(stages: Stages, ctx, artefacts: Artefacts, load: bool = True) -> None:
-    """Train every role the stages ask for into the cache; with ``load``, also load each one — which
-    checks it is good enough, so a bad role stops the run before any stage works — and print what it
-    measured of itself."""
+def prepare_roles(stages: Stages, ctx, artefacts: Artefacts) -> None:
+    """Train every role the stages ask for into the cache, then load each whole one — which checks it is
+    good enough, so a bad role stops the run before any stage works — and print what it measured of
+    itself. A job that trains one shard of a role (expert trajectories) cannot judge the whole yet."""
     with artefacts.timed("roles"):
         for name in stages.roles():
             ctx.roles.prepare(name, ctx)
-            if load:
+            if not ctx.roles.role(name).partial:
                 ctx.role(name)
                 print(f"  role {name}: {ctx.roles.role(name).describe(ctx.roles.report[name])}", flush=True)

@@ -23,7 +23,7 @@ class OneShot(Schedule):
                                   "add schedule.stop_after=prepare, then distil in a job without a shard")
 
     def run(self, stages: Stages, ctx, artefacts: Artefacts) -> Outcome:
-        prepare_roles(stages, ctx, artefacts, load=self.stop_after != "prepare")
+        prepare_roles(stages, ctx, artefacts)
         if self.stop_after == "prepare":
             return Outcome("prepared")
         with artefacts.timed("generator"):
