@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Trained roles at budget=cpu (the trained-roles issue): the teacher's held-out accuracy and `full` on digits,
 # Fashion-MNIST and photo_patches; the headline `distillkit run method=dgs ipc=10` on digits with dgs vs
-# dgs_pool_random over three sampler seeds; dm, herding, dgs vs random on photo_patches.
+# dgs_pool_random over three sampler seeds; dm, herding, dgs vs random on photo_patches; dm on Fashion-MNIST
+# (unchanged by the roles work); the digits teacher's accuracy against its step floor.
 # Each run: outputs/bench/roles/<name>/ (results.json, the run's files) and <name>.time.log (GNU time -v).
 #   DISTILLKIT_CACHE=/tmp/dk_roles bash scripts/bench_roles.sh [name ...]   (no names: every run, in order)
 set -uo pipefail
@@ -25,10 +26,16 @@ declare -A runs=(
   [photo_dgs]="dataset=photo_patches method=dgs ipc=10"
   [fmnist_herding]="dataset=fashion_mnist method=herding ipc=10"
   [fmnist_full]="dataset=fashion_mnist method=full"
+  [fmnist_dm]="dataset=fashion_mnist method=dm ipc=10"
 )
+# the digits teacher's held-out accuracy against its optimiser steps (500 is budget=cpu's floor): prepare-only jobs
+for steps in 5 100 250 1000; do
+  runs[digits_teacher_${steps}_steps]="method=herding ipc=10 budget.teacher_min_steps=$steps schedule.stop_after=prepare roles.teacher.accept_below_floor=true"
+done
 order=(digits_dgs digits_dgs_seed1 digits_dgs_seed2 digits_dgs_pool_random digits_dgs_pool_random_seed1
        digits_dgs_pool_random_seed2 digits_random digits_herding digits_full photo_random photo_herding photo_full
-       photo_dm photo_dgs fmnist_herding fmnist_full)
+       photo_dm photo_dgs fmnist_herding fmnist_full fmnist_dm
+       digits_teacher_5_steps digits_teacher_100_steps digits_teacher_250_steps digits_teacher_1000_steps)
 [ $# -gt 0 ] && order=("$@")
 for name in "${order[@]}"; do
   [ -f "$out/$name/results.json" ] && { echo "skip $name (done)"; continue; }

@@ -63,10 +63,12 @@ def main() -> None:
     parser.add_argument("run_dirs", type=Path, nargs="+")
     args = parser.parse_args()
 
-    print("| run | teacher epochs | images | accuracy % | ECE % | NLL | mean confidence % | fitted T | "
+    print("| run | teacher steps | images | accuracy % | ECE % | NLL | mean confidence % | fitted T | "
           "ECE % at T (odd half) | rank kept (pool) |\n|---|---|---|---|---|---|---|---|---|---|")
     for run_dir in args.run_dirs:
-        cfg = OmegaConf.create(json.loads((run_dir / "results.json").read_text())["config"])
+        results = json.loads((run_dir / "results.json").read_text())
+        cfg = OmegaConf.create(results["config"])
+        steps = results.get("roles", {}).get("teacher", {}).get("steps", "?")  # runs before roles reported: ?
         ctx = make_context(cfg, run_dir=None, tracker=NoTracker())
         pool = SyntheticSet.load(run_dir / "pool.safetensors").to(ctx.device)
         real_logits, real_labels = predict(ctx.role("teacher"), ctx.test_images).float().cpu(), ctx.test_labels.cpu()
@@ -79,7 +81,7 @@ def main() -> None:
                 ("pool", pool_logits, pool_labels, "—", f"{rank_kept:.4f}"))
         for name, logits, labels, held_out_ece, rank in rows:
             row = calibration(logits, labels)
-            print(f"| `{run_dir.parent.name}/{run_dir.name}` | {cfg.teacher.train.epochs} | {name} ({len(labels)}) | "
+            print(f"| `{run_dir.parent.name}/{run_dir.name}` | {steps} | {name} ({len(labels)}) | "
                   f"{row['accuracy']:.2f} | {row['ece']:.2f} | {row['nll']:.3f} | {row['confidence']:.2f} | "
                   f"{temperature:.3f} | {held_out_ece} | {rank} |")
 
