@@ -65,6 +65,18 @@ def unet_training_inputs(ctx):
     return unet, pixels, train
 
 
+def tiny_dit_pipeline():
+    """Random DiT + VAE + DDIM, the size of diffusers' own pipeline tests (no hub download)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = DiTTransformer2DModel(sample_size=16, num_layers=2, patch_size=4, attention_head_dim=8,
+                                        num_attention_heads=2, in_channels=4, out_channels=8,
+                                        activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
+                                        norm_type="ada_norm_zero", norm_elementwise_affine=False)
+    return DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
+
+
 class StubRole(Role):
     """A role that is a given object: ``settings`` stand for what made it (its cache key)."""
 

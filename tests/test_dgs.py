@@ -28,7 +28,7 @@ from distillkit.scorers.difficulty import ClassifierDifficulty
 from distillkit.stages import Scores
 from distillkit.training import bf16_applies
 from distillkit.validation import build
-from support import TINY, StubContext, StubRole, compose, tiny_context, unet_training_inputs
+from support import TINY, StubContext, StubRole, compose, tiny_context, tiny_dit_pipeline, unet_training_inputs
 
 # log transform and threshold search
 
@@ -301,18 +301,6 @@ def test_nan_diffusion_loss_is_a_diverged_error(tmp_path):
     unet, pixels, train = unet_training_inputs(ctx)
     with pytest.raises(DivergedError, match="diffusion training"):
         train_denoiser(unet, pixels * float("nan"), ctx.train_labels, 10, train, tmp_path, 0, False)
-
-
-def tiny_dit_pipeline():
-    """Random DiT + VAE + DDIM, the size of diffusers' own pipeline tests (no hub download)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    transformer = DiTTransformer2DModel(sample_size=16, num_layers=2, patch_size=4, attention_head_dim=8,
-                                        num_attention_heads=2, in_channels=4, out_channels=8,
-                                        activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
-                                        norm_type="ada_norm_zero", norm_elementwise_affine=False)
-    return DiTPipeline(transformer=transformer, vae=AutoencoderKL(), scheduler=DDIMScheduler())
 
 
 def test_pretrained_pipeline_path_resizes_and_normalises(tmp_path):

@@ -27,3 +27,36 @@ def noise_schedule(train_cfg: dict):
 
     return DDPMScheduler(num_train_timesteps=int(train_cfg["timesteps"]), beta_schedule=train_cfg["beta_schedule"],
                          clip_sample=True, prediction_type="epsilon")
+
+
+def pipeline_noise_schedule(scheduler_config):
+    """The DDPM noise schedule a pretrained pipeline's model was trained under, from its (sampling) scheduler's
+    config: the same betas, so ``add_noise`` makes the x_t the model learnt from."""
+    from diffusers import DDPMScheduler
+
+    from distillkit.errors import UserError
+
+    prediction = scheduler_config.get("prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise UserError(f"the pipeline's model predicts '{prediction}', not the noise: its denoising error is not "
+                        "defined here")
+    return DDPMScheduler.from_config(scheduler_config)
+
+
+class NoisePrediction:
+    """A pipeline's class-conditional transformer (DiT) called the way a UNet is: ``(x_t, t, class_labels=c)``
+    → ``.sample``, the predicted noise. DiT also predicts the variance in its last channels; only the noise is
+    kept."""
+
+    def __init__(self, transformer, channels: int):
+        self.transformer, self.channels = transformer, channels
+
+    def eval(self) -> "NoisePrediction":
+        self.transformer.eval()
+        return self
+
+    def __call__(self, noisy, timesteps, class_labels):
+        from types import SimpleNamespace
+
+        out = self.transformer(noisy, timestep=timesteps, class_labels=class_labels).sample
+        return SimpleNamespace(sample=out[:, :self.channels])

@@ -11,14 +11,16 @@ from distillkit.training import autocast
 
 
 @torch.no_grad()
-def denoising_error(model, pixels: torch.Tensor, labels: torch.Tensor, train_cfg: dict, timesteps: int, seed: int,
-                    amp: bool, batch_size: int = 256) -> torch.Tensor:
+def denoising_error(model, pixels: torch.Tensor, labels: torch.Tensor, train_cfg: dict | None, timesteps: int,
+                    seed: int, amp: bool, batch_size: int = 256, scheduler=None) -> torch.Tensor:
     """Per image, ``mean_t ‖ε_t − ε_θ(x_t, t, c)‖²`` (per element) over ``timesteps`` evenly spaced t, with one
     noise draw ε_t per t shared by every image, so images are compared under the same noise.
 
-    ``pixels`` in [-1, 1] at the model's size. Predicting zero noise scores 1.
+    ``pixels`` in [-1, 1] at the model's size (or a pretrained pipeline's latents). Predicting zero noise
+    scores 1. ``scheduler``: the noise schedule the model was trained under, when ``train_cfg`` does not
+    describe it (a pretrained pipeline's).
     """
-    scheduler = noise_schedule(train_cfg)
+    scheduler = scheduler if scheduler is not None else noise_schedule(train_cfg)
     device = pixels.device
     steps = torch.linspace(0, scheduler.config.num_train_timesteps - 1, timesteps, device=device).round().long()
     noise = torch.randn((timesteps, *pixels.shape[1:]), device=device,

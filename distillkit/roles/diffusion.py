@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from distillkit.diffusion.denoisers import build_unet
+from distillkit.diffusion.denoisers import NoisePrediction, build_unet, pipeline_noise_schedule
 from distillkit.diffusion.error import denoising_error
 from distillkit.diffusion.pixels import crop, from_pixels, padding_for, to_channels, to_model_space
 from distillkit.diffusion.sampling import sample_ddim
@@ -62,10 +62,15 @@ class PretrainedPipeline:
 
 class DiffusionModel:
     """A diffusion model of the dataset: ``generate(labels, guidance_scale, steps, generator)`` → images
-    in the dataset's normalised space, one per label."""
+    in the dataset's normalised space, one per label; ``denoising_error(images, labels, timesteps, seed)`` →
+    how well it predicts the noise added to each image (D2C's difficulty, the local model's quality)."""
 
     def generate(self, labels: torch.Tensor, guidance_scale: float, steps: int,
                  generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def denoising_error(self, images: torch.Tensor, labels: torch.Tensor, timesteps: int, seed: int,
+                        batch_size: int = 256) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -79,9 +84,11 @@ class LocalDiffusion(DiffusionModel):
         """Normalised images as the UNet sees them: pixels in [-1, 1], padded."""
         return F.pad(to_model_space(images, self.data), self.padding, mode="replicate")
 
-    def denoising_error(self, images: torch.Tensor, labels: torch.Tensor, timesteps: int, seed: int) -> torch.Tensor:
+    def denoising_error(self, images: torch.Tensor, labels: torch.Tensor, timesteps: int, seed: int,
+                        batch_size: int = 256) -> torch.Tensor:
         """Per image, the mean noise-prediction error over ``timesteps`` fixed timesteps (distillkit.diffusion.error)."""
-        return denoising_error(self.unet, self.pixels(images), labels, self.train_cfg, timesteps, seed, self.amp)
+        return denoising_error(self.unet, self.pixels(images), labels, self.train_cfg, timesteps, seed, self.amp,
+                               batch_size)
 
     def generate(self, labels, guidance_scale, steps, generator):
         pixels = sample_ddim(self.unet, labels, self.data.num_classes, self.train_cfg, steps, guidance_scale,
@@ -104,6 +111,30 @@ class PipelineDiffusion(DiffusionModel):
         pixels = F.interpolate(pixels, size=self.data.image_size, mode="bilinear", antialias=True,
                                align_corners=False).clamp(0, 1)
         return from_pixels(to_channels(pixels, self.data.channels), self.data)
+
+    def denoising_error(self, images, labels, timesteps, seed, batch_size=256):
+        """Per image, the transformer's mean noise-prediction error on the VAE latents of the image (as D2C scores
+        with a pretrained DiT), under the noise schedule it was trained with; pipeline labels for the classes.
+        Like generation, bf16 on CUDA only (the role's precision)."""
+        amp = self.amp and labels.device.type == "cuda"
+        latents = torch.cat([self.latents(chunk, amp) for chunk in images.split(batch_size)])
+        transformer = self.pipeline.transformer
+        return denoising_error(NoisePrediction(transformer, transformer.config.in_channels), latents,
+                               self.pipeline_labels.to(labels.device)[labels], None, timesteps, seed, amp, batch_size,
+                               scheduler=pipeline_noise_schedule(self.pipeline.scheduler.config))
+
+    @torch.no_grad()
+    def latents(self, images: torch.Tensor, amp: bool) -> torch.Tensor:
+        """Normalised images → the VAE's scaled latents at the transformer's size: pixels in [-1, 1] with the
+        VAE's channels, resized to what the pipeline generates, encoded to the posterior mean (no draw, so an
+        image always scores the same)."""
+        vae = self.pipeline.vae
+        size = self.pipeline.transformer.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+        pixels = to_channels((to_model_space(images, self.data) + 1) / 2, vae.config.in_channels)
+        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        with autocast(images.device, amp):
+            mean = vae.encode(pixels.clamp(0, 1) * 2 - 1).latent_dist.mean
+        return mean.float() * vae.config.scaling_factor
 
 
 class DiffusionRole(Role):
