@@ -42,7 +42,7 @@ QUICK = {"scorer=el2n": ("scorer.num_models=1", "scorer.epochs=1"),
 
 # Samplers that choose by the data alone: the run seed must not change their choice. Every other
 # sampler draws at random and must choose differently under another run seed.
-SEED_FREE_SAMPLERS = {"all", "herding", "kcenter"}
+SEED_FREE_SAMPLERS = {"all", "herding", "kcenter", "interval"}
 
 
 def context(tmp_path, group: str, name: str, *overrides):
@@ -284,7 +284,8 @@ def test_every_method_plans_and_checks_on_tiny_data(method, tmp_path):
 END_TO_END_ELSEWHERE = {"random", "herding", "kcenter", "full",  # test_cli.py
                         "dgs", "dgs_pool_random", "dgs_no_log", "dgs_uniform", "dgs_pool_full",  # test_dgs.py
                         "dm",  # test_distribution_matching.py
-                        "mtt", "datm", "pad"}  # test_trajectory_matching.py
+                        "mtt", "datm", "pad",  # test_trajectory_matching.py
+                        "d2c_select_only"}  # test_d2c_select.py
 
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in END_TO_END_ELSEWHERE else m
