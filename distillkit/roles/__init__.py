@@ -2,7 +2,7 @@
 
 ``roles:`` in the config holds one node per role (``conf/role/``): ``teacher`` (a classifier trained on
 the real data: herding / k-center embeddings, difficulty scores), ``experts`` (expert trajectories for
-trajectory matching), ``diffusion`` (a class-conditional diffusion model: DGS's pool), ``student`` (the
+trajectory matching), ``diffusion`` (a class-conditional diffusion model: DGS's pool, D2C's difficulty), ``student`` (the
 fresh network a ``rounds`` learner trains). A stage names the roles it needs (``roles = ("teacher",)``)
 and asks the context for them: ``ctx.role("teacher")``. Nothing trains a role privately: the first
 request trains it (or loads the weights the user named) and stores it in the cache under
