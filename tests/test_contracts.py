@@ -25,13 +25,14 @@ from omegaconf import OmegaConf
 
 from distillkit.config import config_dir, group_options
 from distillkit.data.synthetic import SyntheticSet
+from distillkit.errors import UserError
 from distillkit.generators.real import RealPool
 from distillkit.roles import Roles
 from distillkit.run import check, execute, make_context, plan
 from distillkit.selection import random_per_class, seeded
 from distillkit.stages import EvalReport, Evaluator, Generator, Learner, Sampler, Scorer, Scores
 from distillkit.validation import ConfigError, build
-from support import TINY, compose, tiny_context
+from support import ROUNDS, TINY, compose, tiny_context
 
 IPC = 2
 CLASSES = 10  # digits
@@ -224,6 +225,12 @@ def test_evaluator_contract(name, tmp_path):
     report = evaluator(real_subset(ctx, IPC), ctx)
     assert_report(report, evaluator)
     assert len(report.primary_metric.runs) == ctx.cfg.evaluator.num_seeds
+    if not evaluator.assesses_networks:  # it measures sets only: refused by the rounds schedule when planned
+        with pytest.raises(UserError):
+            evaluator.assess([ctx.build_model("convnet")], ctx)
+        with pytest.raises(ConfigError, match="^evaluator: .*not the learner the rounds schedule trains"):
+            plan(compose(*TINY, *ROUNDS, f"evaluator={name}"))
+        return
     # networks trained elsewhere (a rounds learner's): one run per network
     assessed = evaluator.assess([ctx.build_model("convnet"), ctx.build_model("convnet")], ctx)
     assert_report(assessed, evaluator)
