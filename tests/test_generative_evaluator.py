@@ -98,10 +98,9 @@ def test_random_then_eval_reports_every_metric_at_every_length(tmp_path):
     assert "judge" in results["roles"] and (tmp_path / "generated_grid.png").is_file()
     assert (tmp_path / PROGRESS_NAME).is_file() and not (tmp_path / TRAINING_FOLDER).exists()
 
-    # distillkit eval: the same protocol on the saved set gives the same numbers
+    # distillkit eval <run dir>: the same protocol on the saved set gives the same numbers
     out = tmp_path / "again"
-    assert cli.main(["eval", str(tmp_path / "distilled.safetensors"), *TINY, "evaluator=generative",
-                     "--out", str(out)]) == 0
+    assert cli.main(["eval", str(tmp_path), *TINY, "evaluator=generative", "--out", str(out)]) == 0
     again = json.loads((out / "eval_results.json").read_text())
     for name, metric in metrics.items():
         assert again["metrics"][name]["runs"] == pytest.approx(metric["runs"], rel=1e-5, abs=1e-7), name
