@@ -32,6 +32,8 @@ log = logging.getLogger("distillkit")
 
 @dataclass
 class DiffusionTraining(DenoiserTraining):
+    """The role's ``train:``: how the one training loop trains, and for how long."""
+
     steps: PositiveInt = 2800
 
 
