@@ -19,7 +19,8 @@ USAGE = """usage: distillkit <command> [arguments]
 
 commands:
   run [overrides]          distil and evaluate (a Hydra app: try 'distillkit run --help')
-  eval PATH [overrides]    re-evaluate a saved distilled.safetensors (or a .pt with images/labels)
+  eval PATH [overrides]    re-evaluate a saved distilled.safetensors (or a .pt with images/labels, or a run's
+                           directory)
                            options: --out DIR (where eval_results.json goes; default: beside PATH)
   list                     methods, datasets, models, budgets and the other config groups
 
@@ -28,6 +29,7 @@ examples:
   distillkit run method=herding dataset=fashion_mnist ipc=10
   distillkit run -m method=random ipc=1,10,50      # a sweep, one directory per job
   distillkit eval outputs/random/digits_ipc10/<time>/distilled.safetensors evaluator.num_seeds=5
+  distillkit eval outputs/random/digits_ipc10/<time> evaluator=generative
 """
 
 # Hydra flags that take a value: their value is not an override.
@@ -185,6 +187,8 @@ def eval_command(args: list[str]) -> int:
     if len(paths) != 1:
         raise UserError("usage: distillkit eval PATH [overrides] [--out DIR]")
     path = Path(paths[0])
+    if path.is_dir():  # a run's directory: its distilled set
+        path = path / "distilled.safetensors"
     distilled = SyntheticSet.load(path)
     overrides = [a for a in args if "=" in a]
     user_keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides}

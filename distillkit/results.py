@@ -52,8 +52,10 @@ def result_line(payload: dict, where: Path) -> str:
     unit = f" {primary['unit']}" if primary["unit"] else ""
     direction = "" if primary["higher_is_better"] else " (lower is better)"
     published = f" (published {payload['published']:.1f})" if payload.get("published") is not None else ""
-    return (f"{head}: {primary['name']} {metric['mean']:.2f} ± {metric['std']:.2f}{unit} over {len(metric['runs'])} "
-            f"run(s){direction}{published} -> {where}")
+    # percentages to two decimals; other metrics (an FID in small features may be 0.03) to four significant digits
+    digits = ".2f" if primary["unit"] == "%" else ".4g"
+    return (f"{head}: {primary['name']} {metric['mean']:{digits}} ± {metric['std']:{digits}}{unit} over "
+            f"{len(metric['runs'])} run(s){direction}{published} -> {where}")
 
 
 def device_name(device: torch.device) -> str:

@@ -12,7 +12,8 @@ scorer        ``scorer(pool, ctx)``                 :class:`Scores` (one value p
 sampler       ``sampler(pool, scores, ctx)``        indices into the pool (a long tensor)
 evaluator     ``evaluator(distilled, ctx)``         an :class:`EvalReport`: named metrics, the primary one
               ``evaluator.assess(models, ctx)``     and its direction; ``assess`` tests networks trained
-                                                    elsewhere (the ``rounds`` schedule's learner)
+                                                    elsewhere (the ``rounds`` schedule's learner) when the
+                                                    evaluator ``assesses_networks``
 learner       ``learner.step(batch, ctx)``          per-sample feedback (e.g. losses) or None; only the
                                                     ``rounds`` schedule has a learner
 ============  ====================================  =====================================================
@@ -141,6 +142,8 @@ class Evaluator(Stage):
 
     primary_metric: str = "accuracy"
     higher_is_better: bool = True
+    # False: it measures a set, not networks (the generative evaluator), so the rounds schedule cannot use it
+    assesses_networks: bool = True
 
     @classmethod
     def direction(cls) -> str:
@@ -151,6 +154,7 @@ class Evaluator(Stage):
         raise NotImplementedError
 
     def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
+        """Networks trained elsewhere (a ``rounds`` learner's); only when :attr:`assesses_networks`."""
         raise NotImplementedError
 
 

@@ -255,7 +255,7 @@ COMPOSER = Composer()
 @dataclass(frozen=True)
 class Case:
     group: str                 # the config group the key belongs to ("" = conf/config.yaml)
-    base: tuple[str, ...]      # the overrides that select the option (or the method, for a budget key)
+    base: tuple[str, ...]      # the overrides that select the option (or the method or evaluator, for a budget key)
     key: str                   # the key given the bad value
     value: object
     names: frozenset[str]      # the keys the error may name (a list's first item; a budget key's consumers)
@@ -365,10 +365,11 @@ def numeric_keys() -> tuple[list[Key], dict[str, set[str]]]:
     return found, groups_of
 
 
-def budget_mentions(method: str) -> set[str]:
-    """Budget keys the method's file, or a file its defaults list picks, interpolates (a cheap guess
-    of which method to compose; the composed config decides)."""
-    path = config_dir() / "method" / f"{method}.yaml"
+def budget_mentions(base: tuple[str, ...], default_method: str) -> set[str]:
+    """Budget keys the file ``base`` picks (a method's or an evaluator's; ``()``: the default method), or a
+    file its defaults list picks, interpolates (a cheap guess of what to compose; the composed config decides)."""
+    group, option = base[0].split("=") if base else ("method", default_method)
+    path = config_dir() / group / f"{option}.yaml"
     texts = [path.read_text()]
     for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults", []):
         if isinstance(entry, dict):
@@ -387,20 +388,22 @@ def consumers(cfg: DictConfig, budget_key: str) -> set[str]:
 
 @cache
 def budget_keys() -> list[tuple[str, tuple[str, ...], set[str], Key]]:
-    """(budget key, a method base that reads it, its consumers there, the consumers' number type)."""
+    """(budget key, a method or evaluator base that reads it, its consumers there, the consumers' number type)."""
     values = {}
     for option in group_options("budget"):
         for key, value in leaves(load("budget", option)[0]):
             values.setdefault(key, []).append(value)
     default_method = next(d for g, p, d in defaults() if g == "method")
-    methods = [default_method, *sorted(set(group_options("method")) - {default_method})]
+    default_evaluator = next(d for g, p, d in defaults() if g == "evaluator")
+    # every method (with the default evaluator), then every other evaluator (with the default method)
+    candidates = [(), *[(f"method={m}",) for m in sorted(set(group_options("method")) - {default_method})],
+                  *[(f"evaluator={e}",) for e in sorted(set(group_options("evaluator")) - {default_evaluator})]]
     found = []
     for key, seen in values.items():
         if not all(is_number(v) or v is None for v in seen):
             continue  # a name, a description, a switch
-        bases = sorted(methods, key=lambda m: (m != default_method, key not in budget_mentions(m)))
-        for method in bases:
-            base = () if method == default_method else (f"method={method}",)
+        bases = sorted(candidates, key=lambda b: (b != (), key not in budget_mentions(b, default_method)))
+        for base in bases:
             cfg = COMPOSER.base(base)
             readers = consumers(cfg, key)
             if readers:
@@ -505,7 +508,7 @@ def test_every_group_with_numeric_keys_has_cases():
 
 def test_every_budget_key_is_read_by_some_method():
     unread = [key for key, _, readers, _ in budget_keys() if not readers]
-    assert not unread, f"budget keys no method reads: {unread}"
+    assert not unread, f"budget keys no method or evaluator reads: {unread}"
 
 
 def test_numeric_keys_without_a_range_are_meant_to_be():

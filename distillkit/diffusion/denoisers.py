@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+from distillkit.validation import PositiveInt
+
+
+@dataclass
+class UNetSettings:
+    """What :func:`build_unet` builds (``unet:`` of the diffusion role and of the generative evaluator)."""
+
+    width: PositiveInt = 32                  # channels of the first level
+    channel_mult: list[PositiveInt] = (1, 2, 2)  # per-level width multipliers; one level per entry
+    layers_per_block: PositiveInt = 1
+    attention: bool = False                  # self-attention at the deepest level
 
 
 def build_unet(unet_cfg: dict, channels: int, num_classes: int, sample_size: tuple[int, int]):

@@ -1,8 +1,14 @@
-"""DDPM noise-prediction training of a class-conditional denoiser, resumable, with extra losses.
+"""DDPM noise-prediction training of a class-conditional denoiser, resumable, with extra losses and
+milestones.
 
 An *extra loss* is an ``nn.Module`` whose ``forward(batch: DenoisingBatch)`` returns a scalar and
 whose ``weight`` scales it; its parameters (e.g. a projector head) train with the denoiser and its
 state is checkpointed with it. D2C's feature-alignment loss is one.
+
+A *milestone* is a step at which a caller looks at the model half-way (the generative evaluator samples
+at several training lengths in one run): ``at_milestone(step)`` runs with the EMA weights in place and
+the model in eval mode, then training continues as if nothing happened, from a checkpoint written at
+that step.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +28,28 @@ from distillkit.errors import DivergedError
 from distillkit.io import write_json
 from distillkit.progress import progress
 from distillkit.training import autocast
+from distillkit.validation import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 
 log = logging.getLogger("distillkit")
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class DenoiserTraining:
+    """How :func:`train_denoiser` trains, all but how long (``train:`` of the diffusion role, which adds
+    ``steps``, and of the generative evaluator, whose ``eval_at_steps`` say how long)."""
+
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 5e-4
+    weight_decay: NonNegativeFloat = 0.0
+    warmup_steps: NonNegativeInt = 100
+    grad_clip: PositiveFloat = 1.0
+    ema_decay: UnitInterval = 0.999
+    label_dropout: UnitInterval = 0.1
+    timesteps: PositiveInt = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    checkpoint_every: PositiveInt = 250
 
 
 @dataclass
@@ -42,11 +66,14 @@ class DenoisingBatch:
 
 
 def train_denoiser(model, pixels: torch.Tensor, labels: torch.Tensor, null_class: int, train_cfg: dict,
-                   folder: Path, seed: int, amp: bool, extra_losses: Sequence[torch.nn.Module] = ()) -> None:
+                   folder: Path, seed: int, amp: bool, extra_losses: Sequence[torch.nn.Module] = (),
+                   milestones: Sequence[int] = (), at_milestone: Callable[[int], None] | None = None) -> None:
     """Train ``model`` to predict the noise, resumable from ``folder/checkpoint.pt``; writes ``folder/unet``
     (EMA weights when ``ema_decay`` is set) and ``folder/training.json``.
 
-    Loss: ``‖ε − ε_θ‖²`` plus ``weight × loss(batch)`` of every extra loss.
+    Loss: ``‖ε − ε_θ‖²`` plus ``weight × loss(batch)`` of every extra loss. At each step in ``milestones``
+    ``at_milestone(step)`` is called (module docstring) before that step's checkpoint is written, so an
+    interruption inside it repeats it on resume: it must skip what it already recorded.
     """
     from diffusers.training_utils import EMAModel
 
@@ -100,7 +127,7 @@ def train_denoiser(model, pixels: torch.Tensor, labels: torch.Tensor, null_class
             ema.step(model.parameters())
         running += loss.detach()
         done = step + 1
-        if done % every == 0 or done == steps:  # the only host sync: NaN check, then a checkpoint
+        if done % every == 0 or done == steps or done in milestones:  # the only host sync: NaN check, checkpoint
             mean_loss = running.item() / (done - logged_at)
             running.zero_()
             logged_at = done
@@ -109,6 +136,8 @@ def train_denoiser(model, pixels: torch.Tensor, labels: torch.Tensor, null_class
                 raise DivergedError(f"diffusion training: the loss became {mean_loss} by step {done} ({where}); "
                                     "lower roles.diffusion.train.lr")
             history.append({"step": done, "loss": mean_loss})
+            if done in milestones and at_milestone is not None:
+                look_at_milestone(model, ema, at_milestone, done)
             checkpoint.save(done, {
                 "unet": model.state_dict(), "extra_losses": [loss.state_dict() for loss in extra_losses],
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
@@ -118,3 +147,18 @@ def train_denoiser(model, pixels: torch.Tensor, labels: torch.Tensor, null_class
     model.save_pretrained(folder / "unet")
     write_json(folder / "training.json", {"steps": steps, "loss": history})
     (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
+
+
+def look_at_milestone(model, ema, at_milestone: Callable[[int], None], step: int) -> None:
+    """``at_milestone(step)`` with the EMA weights in place (what a finished training would keep), in eval mode;
+    the training weights and mode come back after it."""
+    if ema is not None:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    model.eval()
+    try:
+        at_milestone(step)
+    finally:
+        if ema is not None:
+            ema.restore(model.parameters())
+        model.train()

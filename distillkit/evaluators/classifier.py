@@ -129,18 +129,20 @@ class ClassifierEvaluator(Evaluator):
 
 
 class EvalProgress:
-    """Accuracies of finished (model, seed) pairs in the run directory, valid for one fingerprint."""
+    """Results of finished (model, seed) pairs in the run directory (``name``), valid for one fingerprint: an
+    accuracy each here, a dict of metrics for the generative evaluator."""
 
-    def __init__(self, run_dir: Path | None, fingerprint: str):
-        path = Path(run_dir) / PROGRESS_NAME if run_dir is not None else None
+    def __init__(self, run_dir: Path | None, fingerprint: str, name: str = PROGRESS_NAME):
+        path = Path(run_dir) / name if run_dir is not None else None
         # another fingerprint (a changed set or protocol) or an unreadable file: evaluate again, never fail
         self.checkpoint = Checkpoint(path, "evaluation", {"fingerprint": fingerprint}, on_change="restart")
         resumed = self.checkpoint.load()
         self.runs = dict(resumed[1]["runs"]) if resumed is not None else {}
 
-    def get(self, model: str, seed: int) -> float | None:
+    def get(self, model: str, seed: int):
         return self.runs.get(f"{model}/{seed}")
 
-    def record(self, model: str, seed: int, accuracy_percent: float) -> None:
-        self.runs[f"{model}/{seed}"] = accuracy_percent
+    def record(self, model: str, seed: int, result) -> None:
+        """``result``: anything JSON can hold."""
+        self.runs[f"{model}/{seed}"] = result
         self.checkpoint.save(len(self.runs), {"runs": self.runs})

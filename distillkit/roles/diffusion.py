@@ -17,41 +17,24 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from distillkit.diffusion.denoisers import NoisePrediction, build_unet, pipeline_noise_schedule
+from distillkit.diffusion.denoisers import NoisePrediction, UNetSettings, build_unet, pipeline_noise_schedule
 from distillkit.diffusion.error import denoising_error
 from distillkit.diffusion.pixels import crop, from_pixels, padding_for, to_channels, to_model_space
 from distillkit.diffusion.sampling import sample_ddim
-from distillkit.diffusion.training import train_denoiser
+from distillkit.diffusion.training import DenoiserTraining, train_denoiser
 from distillkit.errors import UserError
 from distillkit.roles import Role
 from distillkit.training import autocast, precision
-from distillkit.validation import (ConfigError, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                                   UnitInterval, validated)
+from distillkit.validation import ConfigError, Int, PositiveFloat, PositiveInt, validated
 
 log = logging.getLogger("distillkit")
 
 
 @dataclass
-class UNetSettings:
-    width: PositiveInt = 32                  # channels of the first level
-    channel_mult: list[PositiveInt] = (1, 2, 2)  # per-level width multipliers; one level per entry
-    layers_per_block: PositiveInt = 1
-    attention: bool = False                  # self-attention at the deepest level
+class DiffusionTraining(DenoiserTraining):
+    """The role's ``train:``: how the one training loop trains, and for how long."""
 
-
-@dataclass
-class DiffusionTraining:
     steps: PositiveInt = 2800
-    batch_size: PositiveInt = 64
-    lr: PositiveFloat = 5e-4
-    weight_decay: NonNegativeFloat = 0.0
-    warmup_steps: NonNegativeInt = 100
-    grad_clip: PositiveFloat = 1.0
-    ema_decay: UnitInterval = 0.999
-    label_dropout: UnitInterval = 0.1
-    timesteps: PositiveInt = 1000
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
-    checkpoint_every: PositiveInt = 250
 
 
 @dataclass
@@ -84,6 +67,12 @@ class LocalDiffusion(DiffusionModel):
         """Normalised images as the UNet sees them: pixels in [-1, 1], padded."""
         return F.pad(to_model_space(images, self.data), self.padding, mode="replicate")
 
+    def fit(self, images: torch.Tensor, labels: torch.Tensor, folder: Path, seed: int, **hooks) -> None:
+        """Train the UNet on normalised ``images`` (distillkit.diffusion.training; ``hooks``: its extra losses
+        and milestones), resumable from ``folder``."""
+        train_denoiser(self.unet, self.pixels(images), labels, self.data.num_classes, self.train_cfg, folder, seed,
+                       self.amp, **hooks)
+
     def denoising_error(self, images: torch.Tensor, labels: torch.Tensor, timesteps: int, seed: int,
                         batch_size: int = 256) -> torch.Tensor:
         """Per image, the mean noise-prediction error over ``timesteps`` fixed timesteps (distillkit.diffusion.error)."""
@@ -94,6 +83,15 @@ class LocalDiffusion(DiffusionModel):
         pixels = sample_ddim(self.unet, labels, self.data.num_classes, self.train_cfg, steps, guidance_scale,
                              generator, self.amp)
         return from_pixels((crop(pixels, self.padding) + 1) / 2, self.data)
+
+
+def untrained_local_diffusion(unet_cfg: dict, train_cfg: dict, data, amp: bool, device) -> LocalDiffusion:
+    """A fresh UNet of ``unet_cfg`` for ``data``'s images, padded so every level halves them (draws its initial
+    weights from the global RNG: seed it first)."""
+    left, right, top, bottom = padding = padding_for(data.image_size, len(unet_cfg["channel_mult"]))
+    size = (data.image_size[0] + top + bottom, data.image_size[1] + left + right)
+    unet = build_unet(unet_cfg, data.channels, data.num_classes, size).to(device)
+    return LocalDiffusion(unet, data, padding, train_cfg, amp)
 
 
 class PipelineDiffusion(DiffusionModel):
@@ -178,14 +176,9 @@ class DiffusionRole(Role):
     def train(self, ctx, folder: Path) -> dict:
         log.info("training a class-conditional diffusion UNet on %s (%d steps); cached for later runs",
                  ctx.data.name, self.train_cfg["steps"])
-        left, right, top, bottom = padding = self.padding(ctx)
-        size = (ctx.data.image_size[0] + top + bottom, ctx.data.image_size[1] + left + right)
         torch.manual_seed(self.seed)
-        unet = build_unet(self.unet_cfg, ctx.data.channels, ctx.data.num_classes, size).to(ctx.device)
-        model = LocalDiffusion(unet, ctx.data, padding, self.train_cfg, self.amp)
-        split = ctx.split
-        train_denoiser(unet, model.pixels(split.train_images), split.train_labels, ctx.data.num_classes,
-                       self.train_cfg, folder, self.seed, self.amp)
+        model = untrained_local_diffusion(self.unet_cfg, self.train_cfg, ctx.data, self.amp, ctx.device)
+        model.fit(ctx.split.train_images, ctx.split.train_labels, folder, self.seed)
         return self.measure(ctx, model)
 
     def measure(self, ctx, model: LocalDiffusion) -> dict:
@@ -216,9 +209,10 @@ class DiffusionRole(Role):
     def describe(self, quality: dict) -> str:
         if "held_out_loss" not in quality:
             return f"pretrained pipeline {quality.get('weights')} (quality not measured)"
+        ceiling = "no ceiling" if self.max_held_out_loss is None else f"ceiling {self.max_held_out_loss}"
         return (f"held-out denoising loss {quality['held_out_loss']:.3f} (training images {quality['train_loss']:.3f}) "
                 f"on {quality['held_out_images']} images at {quality['timesteps']} timesteps; {quality['steps']} steps "
-                f"on {quality['trained_on']} images; ceiling {self.max_held_out_loss}")
+                f"on {quality['trained_on']} images; {ceiling}")
 
     def load(self, ctx, folder: Path) -> LocalDiffusion:
         from diffusers import UNet2DModel

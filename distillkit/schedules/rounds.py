@@ -45,6 +45,9 @@ class Rounds(Schedule):
     def check(self, stages: Stages, roles) -> None:
         if stages.learner is None:
             raise ConfigError("learner", "the rounds schedule trains a learner: pick one (learner=classifier)")
+        if not stages.evaluator.assesses_networks:
+            raise ConfigError("evaluator", f"{type(stages.evaluator).__name__} measures a distilled set, not the "
+                              "learner the rounds schedule trains: pick one that tests networks (evaluator=classifier)")
 
     def settings(self, ctx) -> dict:
         """What a checkpoint must share with the run that continues it (``rounds`` may be extended)."""
