@@ -42,6 +42,19 @@ def cache_spec(dataset: dict, precision: str, **settings) -> dict:
     return {"dataset": dataset, "precision": precision, **settings}
 
 
+def content_digest(*tensors) -> str:
+    """sha256 of the tensors' dtypes, shapes and bytes: the identity of a pool (real images, a random subset
+    of them, or a generated pool) without knowing where it came from."""
+    import torch
+
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(repr((str(flat.dtype), tuple(tensor.shape))).encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def spec_key(kind: str, spec) -> str:
     blob = json.dumps({"kind": kind, "version": CACHE_VERSION, "spec": _plain(spec)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

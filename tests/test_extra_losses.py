@@ -12,7 +12,7 @@ from distillkit.checkpoint import Checkpoint
 from distillkit.diffusion.training import CHECKPOINT_FILE, DenoisingBatch, train_denoiser
 from support import tiny_context, unet_training_inputs
 
-FIELDS = ("clean", "noisy", "timesteps", "labels", "noise", "prediction")
+FIELDS = ("clean", "noisy", "timesteps", "labels", "noise", "prediction", "indices")
 
 
 class ScaledPenalty(torch.nn.Module):
@@ -62,7 +62,7 @@ def test_an_extra_loss_sees_every_step_trains_its_parameter_and_changes_the_unet
     for seen in penalty.seen:
         assert seen["model"] is model
         assert seen["clean"] == seen["noisy"] == seen["noise"] == seen["prediction"] == (batch, *image)
-        assert seen["timesteps"] == seen["labels"] == (batch,)
+        assert seen["timesteps"] == seen["labels"] == seen["indices"] == (batch,)
     assert penalty.scale.grad is not None and penalty.scale.grad.abs() > 0
     assert penalty.scale.item() < 1.0  # d loss / d scale = mean(ε_θ²) > 0: the optimiser lowers it
     assert not same_weights(model, plain)

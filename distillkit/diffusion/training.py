@@ -63,6 +63,7 @@ class DenoisingBatch:
     labels: torch.Tensor       # the conditioning after label dropout (null class = dropped)
     noise: torch.Tensor        # ε
     prediction: torch.Tensor   # ε_θ(x_t, t, c)
+    indices: torch.Tensor      # which training images these are (rows of the ``pixels`` handed to training)
 
 
 def train_denoiser(model, pixels: torch.Tensor, labels: torch.Tensor, null_class: int, train_cfg: dict,
@@ -115,12 +116,12 @@ def train_denoiser(model, pixels: torch.Tensor, labels: torch.Tensor, null_class
         noisy = scheduler.add_noise(clean, noise, t)
         with autocast(device, amp, on_cpu=True):
             predicted = model(noisy, t, class_labels=cond).sample
-            extra = [loss.weight * loss(DenoisingBatch(model, clean, noisy, t, cond, noise, predicted))
+            extra = [loss.weight * loss(DenoisingBatch(model, clean, noisy, t, cond, noise, predicted, idx))
                      for loss in extra_losses]
         loss = F.mse_loss(predicted.float(), noise) + sum(e.float() for e in extra)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), float(train_cfg["grad_clip"]))
+        torch.nn.utils.clip_grad_norm_([*model.parameters(), *extra_parameters], float(train_cfg["grad_clip"]))
         optimizer.step()
         schedule.step()
         if ema is not None:

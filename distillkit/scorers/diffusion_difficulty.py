@@ -16,7 +16,6 @@ so a run that read the scores from the cache still reports the method's cost.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from distillkit.cache import cache_spec
+from distillkit.cache import cache_spec, content_digest
 from distillkit.io import write_json
 from distillkit.stages import Scorer, Scores
 from distillkit.validation import Int, PositiveInt, validated
@@ -35,17 +34,6 @@ log = logging.getLogger("distillkit")
 SCORES_FILE = "difficulty.safetensors"
 COST_FILE = "scoring.json"
 REPORT_FILE = "diffusion_difficulty.json"
-
-
-def content_digest(*tensors: torch.Tensor) -> str:
-    """sha256 of the tensors' dtypes, shapes and bytes: the identity of a pool (real images, a random subset
-    of them, or a generated pool) without knowing where it came from."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
-        digest.update(repr((str(flat.dtype), tuple(tensor.shape))).encode())
-        digest.update(flat.view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 class DiffusionDifficulty(Scorer):
