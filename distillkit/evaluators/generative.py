@@ -23,6 +23,10 @@ Inception's pool3 features are), which needs no download; ``inception`` — torc
 the torch-fidelity package and its weights, a download, or ``inception_weights``). ``details.fid_features``
 says which produced the numbers.
 
+Attach (``attach:``, D2C; :mod:`distillkit.diffusion.attach`): the UNet may train with a DC-Embedding of the
+class caption as its class conditioning and REPA's alignment of one block with a frozen encoder's features
+(``method=d2c`` and ``d2c_attach_only`` turn both on); ``details.attach`` says which encoders were used.
+
 Metrics are named ``<metric>@<steps>`` per length and ``<metric>`` at the longest. Each finished (seed,
 length) goes to ``run_dir/generative_progress.json`` at once and the UNet checkpoints as it trains (in
 ``run_dir/generative_training/``), so an interrupted evaluation resumes where it stopped.
@@ -42,6 +46,7 @@ import torch
 from torch import nn
 
 from distillkit.data.synthetic import SyntheticSet
+from distillkit.diffusion.attach import Attach, AttachSettings
 from distillkit.diffusion.denoisers import UNetSettings
 from distillkit.diffusion.pixels import to_channels, to_model_space
 from distillkit.diffusion.training import DenoiserTraining
@@ -76,7 +81,7 @@ class GenerativeEvaluator(Evaluator):
                  copy_threshold: PositiveFloat = 0.5, copy_reference_images: PositiveInt = 1000,
                  min_images_per_class: PositiveInt = 1, num_seeds: PositiveInt = 3, seed: Int = 0, amp: bool = True,
                  unet: UNetSettings = UNetSettings(), train: DenoiserTraining = DenoiserTraining(),
-                 batch_size: PositiveInt = 256):
+                 attach: AttachSettings = AttachSettings(), batch_size: PositiveInt = 256):
         if not eval_at_steps:
             raise ConfigError("eval_at_steps", "needs at least one training length")
         self.lengths = sorted(set(eval_at_steps))
@@ -88,6 +93,8 @@ class GenerativeEvaluator(Evaluator):
         self.unet_cfg = {**vars(unet), "channel_mult": list(unet.channel_mult)}
         self.train_cfg = {**vars(train), "steps": self.lengths[-1]}
         self.batch_size = batch_size
+        self.attach = Attach(attach, levels=len(unet.channel_mult))
+        self.roles = (JUDGE, *self.attach.roles)
         self._inception: nn.Module | None = None
 
     # ---- before anything runs ------------------------------------------------------------------------
@@ -96,6 +103,8 @@ class GenerativeEvaluator(Evaluator):
             raise ConfigError(f"{self.key}.samples_per_class", "FID needs at least two generated images")
         if self.fid_features == "inception":
             self.inception_network()  # a missing package or download fails now, not after distillation
+        self.attach.key = f"{self.key}.attach"
+        self.attach.check(ctx)  # so do missing encoder weights
 
     def inception_network(self) -> nn.Module:
         """torchmetrics' FID Inception-v3 (torch-fidelity's port), built once; one ConfigError line if it cannot be."""
@@ -131,7 +140,8 @@ class GenerativeEvaluator(Evaluator):
         judge = ctx.roles.role(JUDGE)
         protocol = (self.unet_cfg, self.train_cfg, self.samples_per_class, self.guidance_scale, self.sampling_steps,
                     self.fid_features, self.inception_weights, self.copy_threshold, self.copy_reference_images,
-                    str(ctx.device), ctx.dataset_identity, judge.spec(ctx), getattr(judge, "weights", None))
+                    str(ctx.device), ctx.dataset_identity, judge.spec(ctx), getattr(judge, "weights", None),
+                    self.attach.settings(), *(ctx.roles.role(name).spec(ctx) for name in self.attach.roles))
         digest.update(repr(protocol).encode())
         return digest.hexdigest()
 
@@ -151,7 +161,10 @@ class GenerativeEvaluator(Evaluator):
             for result in results.values():
                 for phase, value in result["seconds"].items():
                     seconds[phase] = seconds.get(phase, 0.0) + value
-        return self.report(per_seed, references, {k: round(v, 3) for k, v in seconds.items()})
+        report = self.report(per_seed, references, {k: round(v, 3) for k, v in seconds.items()})
+        if self.attach.enabled:
+            report.details["attach"] = self.attach.describe(ctx)
+        return report
 
     def evaluate_seed(self, s: int, images, labels, references: "RealReferences", progress: EvalProgress,
                       folder: Path, ctx) -> dict[int, dict]:
@@ -175,7 +188,9 @@ class GenerativeEvaluator(Evaluator):
                     f"{name} {results[length][name]:.4g}" for name in METRICS))
             clock["since"] = time.perf_counter()
 
-        model.fit(images, labels, folder / f"seed{s}", s, milestones=self.lengths, at_milestone=at_milestone)
+        extra_losses = self.attach.apply(model.unet, model.pixels(images), images, ctx)
+        model.fit(images, labels, folder / f"seed{s}", s, extra_losses=extra_losses, milestones=self.lengths,
+                  at_milestone=at_milestone)
         shutil.rmtree(folder / f"seed{s}", ignore_errors=True)  # the UNet is not kept: its numbers are
         return results
 
