@@ -243,10 +243,13 @@ class Attach:
         spec = cache_spec(ctx.dataset_identity, "fp32", encoder=encoder, images=content_digest(images),
                           grid=list(grid))
 
-        def build(folder) -> None:
-            extracted = maps(images)
-            save_file({"features": to_grid(extracted, grid).half().cpu(),
-                       "source_shape": torch.tensor(extracted.shape[1:])}, str(folder / FEATURES_FILE))
+        def build(folder) -> None:  # chunk by chunk: only the block-grid tokens of the whole set are kept
+            shape, tokens = None, []
+            for chunk in images.split(self.visual.batch_size):
+                extracted = maps(chunk)
+                shape = extracted.shape[1:]
+                tokens.append(to_grid(extracted, grid).half().cpu())
+            save_file({"features": torch.cat(tokens), "source_shape": torch.tensor(shape)}, str(folder / FEATURES_FILE))
 
         folder, self.cost["visual"] = self.cached(ctx, "attach_visual_features", spec, build)
         saved = load_file(str(folder / FEATURES_FILE), device=str(ctx.device))
