@@ -42,6 +42,7 @@ class ReplayBuffer:
         self.set: SyntheticSet | None = None
         self.scores = torch.zeros(0)
         self.ages = torch.zeros(0, dtype=torch.long)  # rounds since the sample entered
+        self.offered = 0  # samples ever handed to add (a balanced buffer admits only some)
         self.added = 0  # samples that ever entered
         self.peak = 0  # the most samples it held after a round's update
 
@@ -57,6 +58,7 @@ class ReplayBuffer:
         """Take ``batch`` in (on its device) with its entry ``scores`` (zeros when None); make room if full."""
         device = batch.images.device
         scores = torch.zeros(len(batch), device=device) if scores is None else scores.float().to(device)
+        self.offered += len(batch)
         if self.replace == "balanced":
             chosen = self._admitted(batch.labels, scores)
             batch, scores = batch.subset(chosen), scores[chosen]
@@ -105,7 +107,8 @@ class ReplayBuffer:
             self.scores[indices.to(self.scores.device)] = values.detach().float().to(self.scores.device)
 
     def state_dict(self) -> dict:
-        state = {"scores": self.scores.cpu(), "ages": self.ages.cpu(), "added": self.added, "peak": self.peak}
+        state = {"scores": self.scores.cpu(), "ages": self.ages.cpu(), "added": self.added, "offered": self.offered,
+                 "peak": self.peak}
         if self.set is not None:
             state["images"], state["labels"] = self.set.images.detach().cpu(), self.set.labels.cpu()
             if self.set.soft_labels is not None:
@@ -114,6 +117,6 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict, device) -> None:
         self.scores, self.ages, self.added = state["scores"].to(device), state["ages"].to(device), state["added"]
-        self.peak = state.get("peak", len(state["scores"]))
+        self.peak, self.offered = state.get("peak", len(state["scores"])), state.get("offered", state["added"])
         if "images" in state:
             self.set = SyntheticSet(state["images"], state["labels"], state.get("soft_labels")).to(device)

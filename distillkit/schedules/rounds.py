@@ -98,7 +98,7 @@ class Rounds(Schedule):
         with artefacts.timed("evaluator"):
             report = stages.evaluator.assess([learner.model], ctx)
         report.details["buffer"] = {"size": len(buffer), "capacity": buffer.size, "peak": buffer.peak,
-                                    "samples_generated": buffer.added}
+                                    "samples_generated": buffer.offered, "samples_admitted": buffer.added}
         return Outcome("evaluated", distilled, report)
 
     def round(self, stages: Stages, buffer: ReplayBuffer, ctx) -> None:
