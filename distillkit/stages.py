@@ -15,7 +15,8 @@ evaluator     ``evaluator(distilled, ctx)``         an :class:`EvalReport`: name
                                                     elsewhere (the ``rounds`` schedule's learner) when the
                                                     evaluator ``assesses_networks``
 learner       ``learner.step(batch, ctx)``          per-sample feedback (e.g. losses) or None; only the
-                                                    ``rounds`` schedule has a learner
+                                                    ``rounds`` schedule has a learner; ``batch.weights``
+                                                    (the sampler's ``weights``) weigh its samples' losses
 ============  ====================================  =====================================================
 
 Every stage may name the **roles** it asks the context for (``roles = ("teacher",)``): trained
@@ -88,6 +89,12 @@ class Sampler(Stage):
     def __call__(self, pool, scores: Scores | None, ctx) -> torch.Tensor:
         """Indices into ``pool``."""
         raise NotImplementedError
+
+    def weights(self, pool, scores: Scores | None, indices: torch.Tensor, ctx) -> torch.Tensor | None:
+        """Per-sample loss weights for the batch ``indices`` this sampler has just drawn (a prioritized
+        sampler's importance-sampling corrections), or None; the ``rounds`` schedule hands them to the
+        learner as the batch's ``weights``."""
+        return None
 
 
 @dataclass

@@ -43,6 +43,9 @@ CLASSES = 10  # digits
 QUICK = {"scorer=el2n": ("scorer.num_models=1", "scorer.epochs=1"),
          "scorer=grand": ("scorer.num_models=1",)}
 
+# Options that need a partner in another group to run at all.
+PARTNERS = {"generator=teacher_inversion": ("model@roles.teacher.model=convnet_bn",)}  # inverts BN statistics
+
 # Samplers that choose by the data alone: the run seed must not change their choice. Every other
 # sampler draws at random and must choose differently under another run seed.
 SEED_FREE_SAMPLERS = {"all", "herding", "kcenter", "interval"}
@@ -50,7 +53,7 @@ SEED_FREE_SAMPLERS = {"all", "herding", "kcenter", "interval"}
 
 def context(tmp_path, group: str, name: str, *overrides):
     option = f"{group}={name}"
-    return tiny_context(tmp_path, f"ipc={IPC}", option, *QUICK.get(option, ()), *overrides)
+    return tiny_context(tmp_path, f"ipc={IPC}", option, *QUICK.get(option, ()), *PARTNERS.get(option, ()), *overrides)
 
 
 def built(tmp_path, group: str, name: str, kind: type, *overrides):
@@ -92,15 +95,16 @@ def assert_fits_the_config(stage, ctx) -> None:
     assert stage.check(ctx) is None
 
 
-def assert_labelled_set(out, ctx) -> None:
-    """A SyntheticSet of finite images of the dataset's shape, labels in range, every class ≥ ipc."""
+def assert_labelled_set(out, ctx, per_class: bool = True) -> None:
+    """A SyntheticSet of finite images of the dataset's shape, labels in range, every class ≥ ipc (``per_class``)."""
     assert isinstance(out, SyntheticSet)
     images, labels = out.images, out.labels
     assert images.dtype.is_floating_point and tuple(images.shape[1:]) == (ctx.data.channels, *ctx.data.image_size)
     assert labels.shape == (len(images),) and not labels.dtype.is_floating_point
     assert torch.isfinite(images).all()
     assert 0 <= int(labels.min()) and int(labels.max()) < ctx.data.num_classes
-    assert min(out.per_class_counts(ctx.data.num_classes)) >= ctx.ipc  # a per-class sampler can choose from it
+    if per_class:  # a per-class sampler can choose from it
+        assert min(out.per_class_counts(ctx.data.num_classes)) >= ctx.ipc
     if out.soft_labels is not None:
         assert out.soft_labels.shape == (len(images), ctx.data.num_classes) and torch.isfinite(out.soft_labels).all()
     if out.lr is not None:
@@ -294,7 +298,8 @@ END_TO_END_ELSEWHERE = {"random", "herding", "kcenter", "full",  # test_cli.py
                         "dgs", "dgs_pool_random", "dgs_no_log", "dgs_uniform", "dgs_pool_full",  # test_dgs.py
                         "dm",  # test_distribution_matching.py
                         "mtt", "datm", "pad",  # test_trajectory_matching.py
-                        "d2c_select_only"}  # test_d2c_select.py
+                        "d2c_select_only",  # test_d2c_select.py
+                        "ssdkd", "fast_dfkd"}  # test_ssdkd.py
 
 
 @pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if m in END_TO_END_ELSEWHERE else m
@@ -307,11 +312,15 @@ def test_every_method_runs_end_to_end(method, tmp_path):
     if primary == "accuracy":
         assert 0 <= results["accuracy"]["mean"] <= 100 and results["metrics"]["accuracy"] == results["accuracy"]
     distilled = SyntheticSet.load(tmp_path / "distilled.safetensors")
-    assert_labelled_set(distilled, tiny_context(None, f"ipc={IPC}"))
+    rounds = results["config"]["schedule"]["_target_"].endswith("Rounds")  # the set is a replay buffer's content
+    assert_labelled_set(distilled, tiny_context(None, f"ipc={IPC}"), per_class=not rounds)
     counts = distilled.per_class_counts(CLASSES)
     assert counts == results["images_per_class"]
     if results["config"]["sampler"]["_target_"].endswith("AllSampler"):
         assert len(set(counts)) == 1  # the generator's whole output, as many per class
+    elif rounds:
+        # the distilled set is the replay buffer: bounded by its capacity (or a bank that kept everything)
+        assert sum(counts) == results["buffer"]["size"] <= (results["buffer"]["capacity"] or math.inf)
     else:
         assert counts == [IPC] * CLASSES
     stages = plan(compose(*TINY, f"method={method}")).stages

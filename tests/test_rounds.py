@@ -50,7 +50,8 @@ def test_rounds_fill_a_bounded_buffer_and_train_the_learner_above_chance(tmp_pat
     accuracy = results["metrics"]["accuracy"]
     assert accuracy == results["accuracy"] and len(accuracy["runs"]) == 1
     assert accuracy["mean"] > 50  # ten classes: chance is 10 %
-    assert results["buffer"] == {"size": 60, "capacity": 60, "samples_generated": 120}
+    assert results["buffer"] == {"size": 60, "capacity": 60, "peak": 60, "samples_generated": 120,
+                                 "samples_admitted": 120}
     # the buffer grows by one batch a round up to its capacity, then stays there; generated samples keep growing
     assert per_round == [(30, 30), (60, 60), (60, 90), (60, 120)]
     assert set(results["seconds"]) >= {"roles", "rounds", "evaluator"}

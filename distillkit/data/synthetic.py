@@ -27,6 +27,8 @@ class SyntheticSet:
 
     ``soft_labels`` (N×K logits), when present, are what an evaluator with ``labels: auto`` trains on;
     ``lr`` is a learned evaluation lr (trajectory matching); ``meta`` is what the file's header records.
+    ``weights`` (N), when present, weigh each sample's loss in a learner step (a prioritized sampler's
+    importance-sampling corrections); they belong to one drawn batch and are never saved.
     """
 
     images: torch.Tensor
@@ -34,6 +36,7 @@ class SyntheticSet:
     soft_labels: torch.Tensor | None = None
     lr: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
+    weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -41,7 +44,8 @@ class SyntheticSet:
     def subset(self, indices: torch.Tensor) -> "SyntheticSet":
         indices = indices.to(self.labels.device)
         soft = self.soft_labels[indices] if self.soft_labels is not None else None
-        return replace(self, images=self.images[indices], labels=self.labels[indices], soft_labels=soft)
+        weights = self.weights[indices.to(self.weights.device)] if self.weights is not None else None
+        return replace(self, images=self.images[indices], labels=self.labels[indices], soft_labels=soft, weights=weights)
 
     def concat(self, other: "SyntheticSet") -> "SyntheticSet":
         """This set followed by ``other`` (both with soft labels or neither); this set's lr and metadata."""
@@ -49,12 +53,12 @@ class SyntheticSet:
             raise UserError("cannot join a set with soft labels to one without")
         soft = None if self.soft_labels is None else torch.cat([self.soft_labels, other.soft_labels])
         return replace(self, images=torch.cat([self.images, other.images]), labels=torch.cat([self.labels, other.labels]),
-                       soft_labels=soft)
+                       soft_labels=soft, weights=None)
 
     def to(self, device) -> "SyntheticSet":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(self, images=move(self.images), labels=move(self.labels),
-                       soft_labels=move(self.soft_labels), lr=move(self.lr))
+                       soft_labels=move(self.soft_labels), lr=move(self.lr), weights=move(self.weights))
 
     def per_class_counts(self, num_classes: int) -> list[int]:
         return torch.bincount(self.labels.cpu(), minlength=num_classes).tolist()

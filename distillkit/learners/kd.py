@@ -1,0 +1,40 @@
+"""Knowledge distillation of the ``student`` role from the ``teacher`` role (SSD-KD's and Fast-DFKD's
+student side): on each batch, the student matches the teacher's softened outputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from distillkit.learners.classifier import ClassifierLearner
+from distillkit.training import autocast
+from distillkit.validation import NonNegativeFloat, PositiveFloat, validated
+
+
+def kd_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``KL(σ(t/T) ‖ σ(s/T)) · T²`` of each sample (Hinton et al.'s scaling keeps gradients comparable across T)."""
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    return (log_t.exp() * (log_t - log_s)).sum(1) * temperature ** 2
+
+
+class KDStudent(ClassifierLearner):
+    """Options mirror ``conf/learner/kd_student.yaml``. The per-sample KD loss is the feedback (a prioritized
+    sampler's priorities); the teacher sees the same augmented images as the student; labels are unused."""
+
+    roles = ("student", "teacher")
+
+    @validated
+    def __init__(self, temperature: PositiveFloat = 20.0, lr: PositiveFloat = 0.1, momentum: NonNegativeFloat = 0.9,
+                 weight_decay: NonNegativeFloat = 1e-4, dsa_strategy: str | None = "crop_flip", amp: bool = True):
+        super().__init__(lr=lr, momentum=momentum, weight_decay=weight_decay, dsa_strategy=dsa_strategy, amp=amp)
+        self.temperature = temperature
+
+    def begin(self, model: torch.nn.Module, ctx) -> None:
+        super().begin(model, ctx)
+        self.teacher = ctx.role("teacher")
+
+    def per_sample_loss(self, logits: torch.Tensor, x: torch.Tensor, batch, ctx) -> torch.Tensor:
+        with torch.no_grad(), autocast(ctx.device, self.amp):
+            teacher_logits = self.teacher(x).float()
+        return kd_per_sample(logits, teacher_logits, self.temperature)
