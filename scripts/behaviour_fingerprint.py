@@ -51,8 +51,9 @@ def run_job(name: str, overrides: list[str], work: Path, cache: Path) -> dict:
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:], "seconds": seconds}
     results = json.loads((run_dir / "results.json").read_text())
-    return {"accuracy_runs": results["accuracy"]["runs"], "tensors_sha256": tensor_digest(run_dir / "distilled.safetensors"),
-            "seconds": seconds}
+    primary = results["primary_metric"]["name"]  # accuracy, or e.g. fid_held_out for a generative evaluator
+    return {f"{primary}_runs": results["metrics"][primary]["runs"],
+            "tensors_sha256": tensor_digest(run_dir / "distilled.safetensors"), "seconds": seconds}
 
 
 def main() -> None:
@@ -76,9 +77,12 @@ def main() -> None:
         before = json.loads(args.compare.read_text())
         for name, now in fingerprints.items():
             old = before.get(name)
-            same = old is not None and all(old.get(k) == now.get(k) for k in ("accuracy_runs", "tensors_sha256"))
-            print(f"{'same     ' if same else 'DIFFERENT'} {name}: {old and old.get('accuracy_runs')} -> "
-                  f"{now.get('accuracy_runs')}")
+            if old is None:
+                print(f"new       {name}: {now}")
+                continue
+            same = old.keys() == now.keys() and all(old[k] == now[k] for k in old if k != "seconds")
+            runs = next((k for k in now if k.endswith("_runs")), "error")
+            print(f"{'same     ' if same else 'DIFFERENT'} {name}: {old.get(runs)} -> {now.get(runs)}")
 
 
 if __name__ == "__main__":
