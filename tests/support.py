@@ -119,3 +119,23 @@ class StubContext:
     def role(self, name: str):
         return self.roles.get(name, self)
 
+
+
+def interrupted_after_round(monkeypatch, position: int, run) -> None:
+    """``run()`` stopped by a KeyboardInterrupt right after the ``rounds`` checkpoint of round ``position`` is
+    written (as a user's Ctrl-C there would); checkpoints are saved normally again afterwards."""
+    import pytest
+
+    from distillkit.checkpoint import Checkpoint
+
+    save = Checkpoint.save
+
+    def save_then_interrupt(self, at, state):
+        save(self, at, state)
+        if self.kind == "rounds" and at == position:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoint, "save", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    monkeypatch.setattr(Checkpoint, "save", save)

@@ -10,14 +10,13 @@ import json
 import pytest
 import torch
 
-from distillkit.checkpoint import Checkpoint
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import DivergedError
 from distillkit.generators.real import RealBatches
 from distillkit.learners.classifier import ClassifierLearner
 from distillkit.run import execute
 from distillkit.schedules.rounds import CHECKPOINT_NAME, Rounds
-from support import ROUNDS, TINY, compose, distillkit
+from support import ROUNDS, TINY, compose, distillkit, interrupted_after_round
 
 
 def rounds_run(run_dir, *overrides):
@@ -76,20 +75,10 @@ def test_an_interrupted_rounds_run_resumes_to_the_same_buffer_and_learner(tmp_pa
             "learner.dsa_strategy=color_crop_cutout_flip_scale_rotate")
     whole = rounds_run(tmp_path / "a", *args)
 
-    save = Checkpoint.save
-
-    def save_then_interrupt(self, position, state):
-        save(self, position, state)
-        if self.kind == "rounds" and position == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoint, "save", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        rounds_run(tmp_path / "b", *args)
+    interrupted_after_round(monkeypatch, 2, lambda: rounds_run(tmp_path / "b", *args))
     assert torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)["position"] == 2
     assert not (tmp_path / "b" / "results.json").exists()
 
-    monkeypatch.setattr(Checkpoint, "save", save)
     calls = []
     generate = RealBatches.__call__
     monkeypatch.setattr(RealBatches, "__call__", lambda self, ctx: calls.append(1) or generate(self, ctx))

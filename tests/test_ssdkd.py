@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from distillkit.checkpoint import Checkpoint
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.generators.teacher_inversion import BNStatistics, TeacherInversion, adversarial, bn_statistics
 from distillkit.learners.kd import kd_per_sample
@@ -22,7 +21,7 @@ from distillkit.schedules.buffer import ReplayBuffer
 from distillkit.schedules.rounds import CHECKPOINT_NAME
 from distillkit.scorers.modulating import modulating
 from distillkit.stages import Scores
-from support import TINY, StubContext, compose, distillkit
+from support import TINY, StubContext, compose, distillkit, interrupted_after_round
 
 SSDKD = (*TINY, "ipc=2")
 
@@ -212,17 +211,7 @@ def test_an_interrupted_ssdkd_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     priorities, the sampler's draws and β clock, the student and its optimiser."""
     args = (*SSDKD, "method=ssdkd", "budget.ssdkd_rounds=4")
     whole = execute(compose(*args), tmp_path / "a")
-    save = Checkpoint.save
-
-    def save_then_interrupt(self, position, state):
-        save(self, position, state)
-        if self.kind == "rounds" and position == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoint, "save", save_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        execute(compose(*args), tmp_path / "b")
-    monkeypatch.setattr(Checkpoint, "save", save)
+    interrupted_after_round(monkeypatch, 2, lambda: execute(compose(*args), tmp_path / "b"))
     calls = []
     generate = TeacherInversion.__call__
     monkeypatch.setattr(TeacherInversion, "__call__", lambda self, ctx: calls.append(1) or generate(self, ctx))
