@@ -12,4 +12,4 @@ run random ipc=10 method=random evaluator=generative
 run d2c_select_only ipc=10 method=d2c_select_only
 run d2c_attach_only ipc=10 method=d2c_attach_only
 run d2c ipc=10 method=d2c
-run full method=full evaluator=generative
+run full method=full evaluator=generative "~evaluator.epochs" "~evaluator.min_steps" "~evaluator.dsa"   # full sets the classifier protocol's keys

@@ -3,7 +3,8 @@
 # Fashion-MNIST and photo_patches; the headline `distillkit run method=dgs ipc=10` on digits with dgs vs
 # dgs_pool_random over three sampler seeds; dm, herding, dgs vs random on photo_patches; dm on Fashion-MNIST
 # (unchanged by the roles work); the digits teacher's accuracy against its step floor.
-# Each run: outputs/bench/roles/<name>/ (results.json, the run's files) and <name>.time.log (GNU time -v).
+# Each run (scripts/bench_run.sh): outputs/bench/roles/<name>/ (results.json, the run's files), <name>.log and
+# <name>.time.log (GNU time -v); a finished run is skipped, so rerunning the script finishes what is missing.
 #   DISTILLKIT_CACHE=/tmp/dk_roles bash scripts/bench_roles.sh [name ...]   (no names: every run, in order)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,7 @@ declare -A runs=(
   [photo_full]="dataset=photo_patches method=full"
   [photo_dm]="dataset=photo_patches method=dm ipc=10"
   [photo_dgs]="dataset=photo_patches method=dgs ipc=10"
+  [photo_dgs_pool_random]="dataset=photo_patches method=dgs_pool_random ipc=10"
   [fmnist_herding]="dataset=fashion_mnist method=herding ipc=10"
   [fmnist_full]="dataset=fashion_mnist method=full"
   [fmnist_dm]="dataset=fashion_mnist method=dm ipc=10"
@@ -34,13 +36,10 @@ for steps in 5 100 250 1000; do
 done
 order=(digits_dgs digits_dgs_seed1 digits_dgs_seed2 digits_dgs_pool_random digits_dgs_pool_random_seed1
        digits_dgs_pool_random_seed2 digits_random digits_herding digits_full photo_random photo_herding photo_full
-       photo_dm photo_dgs fmnist_herding fmnist_full fmnist_dm
+       photo_dm photo_dgs photo_dgs_pool_random fmnist_herding fmnist_full fmnist_dm
        digits_teacher_5_steps digits_teacher_100_steps digits_teacher_250_steps digits_teacher_1000_steps)
 [ $# -gt 0 ] && order=("$@")
 for name in "${order[@]}"; do
-  [ -f "$out/$name/results.json" ] && { echo "skip $name (done)"; continue; }
-  echo "run $name: ${runs[$name]}"
-  DISTILLKIT_PROGRESS=log /usr/bin/time -v -o "$out/$name.time.log" \
-    distillkit run tracker=none ${runs[$name]} "hydra.run.dir=$out/$name" > "$out/$name.log" 2>&1
-  tail -n 1 "$out/$name.log"
+  # shellcheck disable=SC2086  # the overrides are words
+  bash scripts/bench_run.sh "$out" "$name" ${runs[$name]}
 done
