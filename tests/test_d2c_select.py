@@ -209,7 +209,8 @@ def test_config_errors_name_their_key():
 
 
 def test_select_only_runs_end_to_end_and_follows_the_interval_rule(tmp_path, monkeypatch):
-    results = execute(compose(*TINY, "method=d2c_select_only", "ipc=2"), tmp_path / "run")
+    fresh = f"cache.dir={tmp_path / 'cache'}"  # its own cache: other tests may have scored the same pool already
+    results = execute(compose(*TINY, "method=d2c_select_only", "ipc=2", fresh), tmp_path / "run")
     assert results["status"] == "evaluated" and results["method"] == "d2c_select_only"
     assert results["images_per_class"] == [2] * 10 and "diffusion" in results["roles"]
     assert results["seconds"]["scorer"] >= 0
@@ -220,7 +221,7 @@ def test_select_only_runs_end_to_end_and_follows_the_interval_rule(tmp_path, mon
 
     # the run's scores, read back from the cache (scoring again would fail)
     monkeypatch.setattr(diffusion_roles, "denoising_error", lambda *a, **k: pytest.fail("scored twice"))
-    ctx = tiny_context(None, "method=d2c_select_only", "ipc=2")
+    ctx = tiny_context(None, "method=d2c_select_only", "ipc=2", fresh)
     pool = RealPool()(ctx)
     scores = build(ctx.cfg.scorer, "scorer")(pool, ctx).pool
     for c in range(10):
