@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
+from distillkit.errors import UserError
 from distillkit.run import execute
 from distillkit.selection import held_out
 from distillkit.training import TrainSpec, optimiser_steps
@@ -64,6 +66,23 @@ def test_accepting_a_teacher_below_its_floor_goes_on_and_says_so(tmp_path):
     teacher = json.loads((tmp_path / "results.json").read_text())["roles"]["teacher"]
     assert teacher["below_floor"] is True and "accept_below_floor" in teacher["warning"]
     assert "role teacher: held-out accuracy" in out.stdout  # the summary line
+
+
+@pytest.mark.parametrize("method, override, message", [
+    ("dgs", "roles.diffusion.max_held_out_loss=0.001",
+     r"role diffusion: held-out denoising loss \S+ is not below its ceiling 0.001 .*\(roles.diffusion.train.steps, now 4\)"
+     r".*roles.diffusion.accept_below_floor=true"),
+    ("mtt", "roles.experts.quality_floor=9",
+     r"role experts: the lowest expert's held-out accuracy .* below its floor 90.0 % .*roles.experts.min_steps_per_epoch"
+     r".*roles.experts.accept_below_floor=true"),
+    ("pad", "roles.experts.curriculum.scorer.quality_floor=9",
+     r"role el2n network 0: held-out accuracy .* below its floor 90.0 % .*roles.experts.curriculum.scorer.min_steps"
+     r".*roles.experts.curriculum.scorer.accept_below_floor=true"),
+], ids=["diffusion", "experts", "el2n"])
+def test_every_other_trained_role_below_its_floor_stops_the_run(method, override, message, tmp_path):
+    with pytest.raises(UserError, match=message):
+        execute(compose(*TINY, f"method={method}", "ipc=1", override), tmp_path)
+    assert not (tmp_path / "distilled.safetensors").exists() and not (tmp_path / "results.json").exists()
 
 
 def test_full_trains_at_least_its_step_floor(tmp_path):
