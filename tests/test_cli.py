@@ -121,6 +121,8 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
 INTERRUPT_AFTER_FIRST_CHECKPOINT = """
 import os, signal, sys
 from distillkit import cli
+# a process started in the background by a non-interactive shell inherits SIGINT ignored: Ctrl-C must reach it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from distillkit.generators.iterative import IterativeRun
 
 save_checkpoint = IterativeRun.save_checkpoint
