@@ -110,6 +110,13 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return F.cross_entropy(logits.float(), targets)
 
 
+def kd_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``KL(σ(t/T) ‖ σ(s/T)) · T²`` of each sample (Hinton et al.'s scaling keeps gradients comparable across T)."""
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    return (log_t.exp() * (log_t - log_s)).sum(1) * temperature ** 2
+
+
 def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, spec: TrainSpec,
                      augment=None, lr: float | None = None, desc: str = "train",
                      generator: torch.Generator | None = None) -> nn.Module:

@@ -14,13 +14,13 @@ import torch.nn as nn
 
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.generators.teacher_inversion import BNStatistics, TeacherInversion, adversarial, bn_statistics
-from distillkit.learners.kd import kd_per_sample
 from distillkit.run import execute
 from distillkit.samplers.prioritized import PrioritizedReplay
 from distillkit.schedules.buffer import ReplayBuffer
 from distillkit.schedules.rounds import CHECKPOINT_NAME
 from distillkit.scorers.modulating import modulating
 from distillkit.stages import Scores
+from distillkit.training import kd_per_sample
 from support import TINY, StubContext, compose, distillkit, interrupted_after_round
 
 SSDKD = (*TINY, "ipc=2")

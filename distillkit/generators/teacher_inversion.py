@@ -35,6 +35,7 @@ from distillkit.data.synthetic import SyntheticSet
 from distillkit.roles import forked_rng
 from distillkit.selection import SeededDraws
 from distillkit.stages import Generator
+from distillkit.training import kd_per_sample
 from distillkit.validation import (ConfigError, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, build,
                                    validated)
 
@@ -100,10 +101,8 @@ def bn_statistics(model: nn.Module):
 def adversarial(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     """Per sample ``−KL(p_t ‖ p_s) · 1(argmax p_s = argmax p_t)``: minimising it drives the images to where the
     student, still agreeing with the teacher, disagrees most with its distribution."""
-    log_s, log_t = F.log_softmax(student_logits.float(), 1), F.log_softmax(teacher_logits.float(), 1)
-    kl = (log_t.exp() * (log_t - log_s)).sum(1)
     agree = (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
-    return -kl * agree
+    return -kd_per_sample(student_logits, teacher_logits, 1.0) * agree
 
 
 @contextmanager

@@ -4,18 +4,10 @@ student side): on each batch, the student matches the teacher's softened outputs
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from distillkit.learners.classifier import ClassifierLearner
-from distillkit.training import autocast
+from distillkit.training import autocast, kd_per_sample
 from distillkit.validation import NonNegativeFloat, PositiveFloat, validated
-
-
-def kd_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``KL(σ(t/T) ‖ σ(s/T)) · T²`` of each sample (Hinton et al.'s scaling keeps gradients comparable across T)."""
-    log_s = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
-    return (log_t.exp() * (log_t - log_s)).sum(1) * temperature ** 2
 
 
 class KDStudent(ClassifierLearner):
