@@ -104,3 +104,24 @@ class Checkpoint:
                 return None
             raise UserError(f"{path} is not a distillkit {self.kind} checkpoint")
         return payload
+
+
+class EvalProgress:
+    """An evaluator's finished (model, seed) results in the run directory's file ``name``, valid for one
+    fingerprint (the set and the protocol): an accuracy each for the classifier evaluator, a dict of metrics
+    for the generative one. An interrupted evaluation resumes at its first unfinished seed."""
+
+    def __init__(self, run_dir: Path | None, name: str, fingerprint: str):
+        path = Path(run_dir) / name if run_dir is not None else None
+        # another fingerprint (a changed set or protocol) or an unreadable file: evaluate again, never fail
+        self.checkpoint = Checkpoint(path, "evaluation", {"fingerprint": fingerprint}, on_change="restart")
+        resumed = self.checkpoint.load()
+        self.runs = dict(resumed[1]["runs"]) if resumed is not None else {}
+
+    def get(self, model: str, seed: int):
+        return self.runs.get(f"{model}/{seed}")
+
+    def record(self, model: str, seed: int, result) -> None:
+        """``result``: anything JSON can hold."""
+        self.runs[f"{model}/{seed}"] = result
+        self.checkpoint.save(len(self.runs), {"runs": self.runs})

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 from typing import Literal
 
 import torch
 
-from distillkit.checkpoint import Checkpoint
+from distillkit.checkpoint import EvalProgress
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
 from distillkit.stages import EvalReport, Evaluator, Metric
@@ -85,7 +84,7 @@ class ClassifierEvaluator(Evaluator):
         images = distilled.images.detach()
         targets = self.targets(distilled).detach()
         lr = float(distilled.lr) if (self.use_learned_lr and distilled.lr is not None) else None
-        progress = EvalProgress(ctx.run_dir, self.fingerprint(images, targets, lr, ctx))
+        progress = EvalProgress(ctx.run_dir, PROGRESS_NAME, self.fingerprint(images, targets, lr, ctx))
         per_model = {}
         for model_cfg in self.models:
             name = self.model_name(model_cfg)
@@ -126,23 +125,3 @@ class ClassifierEvaluator(Evaluator):
     @staticmethod
     def model_name(model_cfg) -> str:
         return model_cfg if isinstance(model_cfg, str) else str(model_cfg.get("name"))
-
-
-class EvalProgress:
-    """Results of finished (model, seed) pairs in the run directory (``name``), valid for one fingerprint: an
-    accuracy each here, a dict of metrics for the generative evaluator."""
-
-    def __init__(self, run_dir: Path | None, fingerprint: str, name: str = PROGRESS_NAME):
-        path = Path(run_dir) / name if run_dir is not None else None
-        # another fingerprint (a changed set or protocol) or an unreadable file: evaluate again, never fail
-        self.checkpoint = Checkpoint(path, "evaluation", {"fingerprint": fingerprint}, on_change="restart")
-        resumed = self.checkpoint.load()
-        self.runs = dict(resumed[1]["runs"]) if resumed is not None else {}
-
-    def get(self, model: str, seed: int):
-        return self.runs.get(f"{model}/{seed}")
-
-    def record(self, model: str, seed: int, result) -> None:
-        """``result``: anything JSON can hold."""
-        self.runs[f"{model}/{seed}"] = result
-        self.checkpoint.save(len(self.runs), {"runs": self.runs})

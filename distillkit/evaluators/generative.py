@@ -45,13 +45,13 @@ from typing import Literal
 import torch
 from torch import nn
 
+from distillkit.checkpoint import EvalProgress
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.diffusion.attach import Attach, AttachSettings
 from distillkit.diffusion.denoisers import UNetSettings
 from distillkit.diffusion.pixels import to_channels, to_model_space
 from distillkit.diffusion.training import DenoiserTraining
 from distillkit.errors import DivergedError, UserError
-from distillkit.evaluators.classifier import EvalProgress
 from distillkit.plots import save_grid
 from distillkit.roles.diffusion import untrained_local_diffusion
 from distillkit.stages import EvalReport, Evaluator, Metric
@@ -150,7 +150,7 @@ class GenerativeEvaluator(Evaluator):
         images, labels = distilled.images.detach().float(), distilled.labels
         self.check_classes(labels, ctx)
         fingerprint = self.fingerprint(images, labels, ctx)
-        progress = EvalProgress(ctx.run_dir, fingerprint, PROGRESS_NAME)
+        progress = EvalProgress(ctx.run_dir, PROGRESS_NAME, fingerprint)
         started = time.perf_counter()
         references = RealReferences(self, images, ctx)
         seconds = {"references": time.perf_counter() - started}
