@@ -15,6 +15,7 @@ from distillkit.errors import UserError
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> float:
+    from distillkit.ledger import cost_line
     from distillkit.results import objective, result_line
     from distillkit.run import execute
 
@@ -30,4 +31,5 @@ def hydra_app(cfg: DictConfig) -> float:
               file=sys.stderr)
         sys.exit(130)
     print(result_line(results, run_dir), flush=True)
+    print(cost_line(results), flush=True)
     return objective(results)  # the primary metric: what a sweeper (e.g. Optuna) optimises

@@ -173,6 +173,7 @@ def eval_command(args: list[str]) -> int:
 
     from distillkit.data.synthetic import SyntheticSet
     from distillkit.io import write_json
+    from distillkit.ledger import cost, cost_line
     from distillkit.results import result_line, results
     from distillkit.run import check, make_context, seed_everything
     from distillkit.schedules import Artefacts
@@ -219,9 +220,12 @@ def eval_command(args: list[str]) -> int:
                       ipc=distilled.meta.get("ipc", cfg.ipc), status="evaluated", report=report,
                       roles=ctx.roles.report, seconds=artefacts.seconds, device=ctx.device, source=str(path),
                       dataset_config=ctx.dataset_identity,
+                      cost=cost(seconds=artefacts.seconds, forwards=ctx.roles.forwards, device=ctx.device,
+                                set_file=path, images_generated=0),
                       evaluator=OmegaConf.to_container(cfg.evaluator, resolve=True))
     write_json(out / "eval_results.json", payload)
     print(result_line(payload, out / "eval_results.json"))
+    print(cost_line(payload))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from omegaconf import DictConfig
 from distillkit.cache import Cache
 from distillkit.config import model_config
 from distillkit.data.datasets import RealData, dataset_identity
+from distillkit.errors import TestSetAccessError
 from distillkit.models import create_model
 from distillkit.roles import Roles
 
@@ -36,6 +38,25 @@ class OnDevice:
         return value
 
 
+class Sealed(OnDevice):
+    """A test-split tensor: readable only inside :meth:`Context.final_evaluation`, so no stage can select on
+    the test set by accident; a read anywhere else raises :class:`TestSetAccessError`."""
+
+    def __get__(self, ctx, owner=None):
+        if ctx is None:
+            return self
+        if not ctx.test_readers:
+            raise TestSetAccessError(f"ctx.{self.name} read outside the final evaluation: only an evaluator's "
+                                     "final test (or evaluator.checkpoint=best_test, by name) may read the test set")
+        cached = ctx.__dict__.setdefault("sealed", {})
+        if self.name not in cached:
+            cached[self.name] = getattr(ctx.data, self.name).to(ctx.device)
+        return cached[self.name]
+
+    def __set__(self, ctx, value) -> None:  # a data descriptor: an instance attribute cannot shadow the seal
+        raise AttributeError(f"ctx.{self.name} is read-only")
+
+
 @dataclass
 class Split:
     """The training data split for trained roles: what they train on, and the held-out part (never trained
@@ -55,8 +76,9 @@ class Context:
     here); ``data`` the real train/test split on the CPU, with ``train_images`` & co. its copies on
     ``device``, made on first use; ``run_dir`` the run's folder (None: write no artefacts); ``cache``
     the shared cache; ``tracker`` W&B or nothing; ``roles`` the trained networks, asked for by name
-    with :meth:`role`; ``split`` the training data divided for trained roles (:class:`Split`). The test
-    split is for evaluators only.
+    with :meth:`role`; ``split`` the training data divided for trained roles (:class:`Split`), whose
+    held-out part is also what an evaluator selects on (``checkpoint: best_val``, ``lr_grid``). The test
+    split is sealed: ``test_images`` / ``test_labels`` raise unless read inside :meth:`final_evaluation`.
     """
 
     cfg: DictConfig
@@ -66,6 +88,8 @@ class Context:
     cache: Cache
     tracker: object
     roles: Roles
+    test_readers: list[str] = field(default_factory=list, init=False, repr=False)  # who holds the test set open
+    test_reads: list[str] = field(default_factory=list, init=False, repr=False)  # every opening, in order
 
     @property
     def ipc(self) -> int:
@@ -80,8 +104,19 @@ class Context:
         """Every dataset setting that changes which images the run sees (cache keys, set metadata)."""
         return dataset_identity(self.cfg.dataset)
 
-    # the real data's tensors, copied to the device on first use
-    train_images, train_labels, test_images, test_labels = (OnDevice() for _ in range(4))
+    # the real data's tensors, copied to the device on first use; the test split's only in the final evaluation
+    train_images, train_labels = OnDevice(), OnDevice()
+    test_images, test_labels = Sealed(), Sealed()
+
+    @contextmanager
+    def final_evaluation(self, reader: str):
+        """Open the test split to ``reader`` (an evaluator's final test, or best_test selection) for the block."""
+        self.test_readers.append(reader)
+        self.test_reads.append(reader)
+        try:
+            yield
+        finally:
+            self.test_readers.pop()
 
     @cached_property
     def split(self) -> Split:

@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class DivergedError(UserError):
     """A loss became NaN or exploded; the message says what and where the last good state is."""
+
+
+class TestSetAccessError(RuntimeError):
+    """A code path read the real test split outside the final evaluation (a generator, scorer, sampler or
+    a selection on validation): a bug that would make the reported number unfair, never the user's to fix."""

@@ -5,7 +5,8 @@ The contract: ``method``, ``dataset``, ``ipc``, ``status``, ``metrics`` (every n
 top level whenever the evaluator reports it, the evaluator's details (``per_model``, ``labels``,
 ``eval_lr``…), ``published``, ``roles`` (what each trained role measured of itself), ``seconds`` per
 phase, and the device. ``run`` adds ``budget``, ``seed``, the set's size and the resolved config;
-``eval`` adds the set's path and the evaluator's config.
+``eval`` adds the set's path and the evaluator's config. Both add ``cost``, the cost ledger
+(:mod:`distillkit.ledger`), and the evaluator's ``selection`` (which checkpoint was reported).
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ def result_line(payload: dict, where: Path) -> str:
     unit = f" {primary['unit']}" if primary["unit"] else ""
     direction = "" if primary["higher_is_better"] else " (lower is better)"
     published = f" (published {payload['published']:.1f})" if payload.get("published") is not None else ""
+    selection = payload.get("selection", "final")
+    selected = "" if selection.startswith("final") else f" [checkpoint {selection}]"
     # percentages to two decimals; other metrics (an FID in small features may be 0.03) to four significant digits
     digits = ".2f" if primary["unit"] == "%" else ".4g"
     return (f"{head}: {primary['name']} {metric['mean']:{digits}} ± {metric['std']:{digits}}{unit} over "
-            f"{len(metric['runs'])} run(s){direction}{published} -> {where}")
+            f"{len(metric['runs'])} run(s){direction}{selected}{published} -> {where}")
 
 
 def device_name(device: torch.device) -> str:

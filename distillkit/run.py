@@ -31,6 +31,7 @@ from distillkit.data.augment import ZCA
 from distillkit.data.datasets import RealData, check_dataset, load_dataset
 from distillkit.errors import UserError
 from distillkit.io import write_json
+from distillkit.ledger import as_metrics, cost
 from distillkit.plots import save_grid
 from distillkit.results import results
 from distillkit.roles import Roles
@@ -173,19 +174,24 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
     artefacts.save_set = set_saver(cfg, ctx, run_dir)
     outcome = the_plan.schedule.run(the_plan.stages, ctx, artefacts)
     distilled = outcome.distilled
+    ledger = cost(seconds=artefacts.seconds, forwards=ctx.roles.forwards, device=ctx.device,
+                  set_file=None if distilled is None else run_dir / "distilled.safetensors",
+                  images_generated=artefacts.images_generated)
     payload = results(
         method=cfg.method.name, dataset=cfg.dataset.name, ipc=int(cfg.ipc), status=outcome.status,
         report=outcome.report, roles=ctx.roles.report, seconds=artefacts.seconds, device=ctx.device,
         published_as=cfg.method.get("published_as", cfg.method.name), budget=cfg.budget.name, seed=int(cfg.seed),
         num_images=None if distilled is None else len(distilled),
         images_per_class=None if distilled is None else distilled.per_class_counts(ctx.data.num_classes),
-        config=OmegaConf.to_container(cfg, resolve=True))
+        cost=ledger, config=OmegaConf.to_container(cfg, resolve=True))
     write_json(run_dir / "results.json", payload)
     report = outcome.report
     if report is not None:
         metric = report.primary_metric
         ctx.tracker.log_metrics({f"{report.primary}/mean": metric.mean, f"{report.primary}/std": metric.std,
                                  **{f"seconds/{k}": v for k, v in artefacts.seconds.items()}})
-    ctx.tracker.finish({report.primary: report.primary_metric.mean} if report is not None else {})
+    ctx.tracker.log_metrics(as_metrics(ledger))
+    ctx.tracker.finish({**({report.primary: report.primary_metric.mean} if report is not None else {}),
+                        **as_metrics(ledger)})
     return payload
 

@@ -58,6 +58,8 @@ class Stage:
 
 
 class Generator(Stage):
+    makes_images: bool = True  # False: its sets are real training images (the ledger's images_generated skips them)
+
     def __call__(self, ctx):
         """The pool of candidates, or the final set, as a SyntheticSet."""
         raise NotImplementedError

@@ -8,8 +8,10 @@ reads a value back to the host — the only sync is the final accuracy.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
@@ -117,15 +119,35 @@ def kd_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     return (log_t.exp() * (log_t - log_s)).sum(1) * temperature ** 2
 
 
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, x: torch.Tensor, amp: bool = True) -> torch.Tensor:
+    """A frozen teacher's fp32 logits of a batch (KD and soft labels made on the fly)."""
+    with autocast(x.device, amp):
+        return teacher(x).float()
+
+
+def soft_target_loss(logits: torch.Tensor, reference_logits: torch.Tensor, kind: str, temperature: float):
+    """The loss against soft labels given as logits (stored with the set, or a teacher's): ``soft_ce`` —
+    cross-entropy of the student (at T=1) against ``softmax(reference / T)``; ``kl`` — ``KL · T²`` with both
+    sides at temperature ``T`` (:func:`kd_per_sample`). Batch mean."""
+    if kind == "kl":
+        return kd_per_sample(logits, reference_logits, temperature).mean()
+    return classification_loss(logits, torch.softmax(reference_logits.float() / temperature, dim=1))
+
+
 def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, spec: TrainSpec,
                      augment=None, lr: float | None = None, desc: str = "train",
-                     generator: torch.Generator | None = None) -> nn.Module:
+                     generator: torch.Generator | None = None,
+                     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                     after_epoch: Callable[[int], None] | None = None) -> nn.Module:
     """Train ``model`` in place on (images, targets) for ``spec.epochs`` epochs — or ``spec.min_steps``
     optimiser steps when that is more — and return it.
 
     ``targets`` are class indices or per-sample probability vectors. ``lr`` overrides
     ``spec.lr`` (a distilled set's learned lr). Raises :class:`DivergedError` on a NaN loss,
-    checked once at the end so the loop never waits on the device.
+    checked once at the end so the loop never waits on the device. Two hooks: ``loss_fn(logits, x, idx)``
+    replaces :func:`classification_loss` (soft labels from a teacher, KL), ``x`` the augmented batch and
+    ``idx`` its indices; ``after_epoch(epochs_done)`` runs after every epoch (checkpoint selection).
     """
     device = images.device
     n = len(images)
@@ -144,12 +166,16 @@ def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tens
             if augment is not None:
                 x = augment(x)
             with autocast(device, spec.amp, spec.amp_on_cpu):
-                loss = classification_loss(model(x), targets[idx])
+                logits = model(x)
+                loss = classification_loss(logits, targets[idx]) if loss_fn is None else loss_fn(logits, x, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             last_loss = loss.detach()
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
+            model.train()
     if not torch.isfinite(last_loss):
         raise DivergedError(f"{desc}: the training loss became {last_loss.item()} "
                             "(lower the lr or check the distilled images for extreme values)")
@@ -169,6 +195,31 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return 100.0 * correct.item() / max(1, len(images))
 
 
+class BestWeights:
+    """Checkpoint selection as a :func:`train_classifier` ``after_epoch`` hook: every ``every`` epochs (and after
+    the last, ``epochs``) ``score(model)`` is taken; :meth:`restore` loads the weights that scored highest
+    (the earliest on a tie). ``history`` holds (epoch, score) for results.json."""
+
+    def __init__(self, model: nn.Module, score: Callable[[nn.Module], float], every: int, epochs: int):
+        self.model, self.score, self.every, self.epochs = model, score, every, epochs
+        self.best: tuple[float, int] | None = None
+        self.weights = None
+        self.history: list[tuple[int, float]] = []
+
+    def __call__(self, epoch: int) -> None:
+        if epoch % self.every and epoch != self.epochs:
+            return
+        value = self.score(self.model)
+        self.history.append((epoch, value))
+        if self.best is None or value > self.best[0]:
+            self.best, self.weights = (value, epoch), copy.deepcopy(self.model.state_dict())
+
+    def restore(self) -> nn.Module:
+        if self.weights is not None:
+            self.model.load_state_dict(self.weights)
+        return self.model
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2048, embed: bool = False) -> torch.Tensor:
     """Logits (or embeddings with ``embed=True``) for ``images``, batched, in eval mode."""
@@ -180,3 +231,9 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 2048, embe
 def optimiser_steps(spec: TrainSpec, num_images: int) -> int:
     """How many optimiser steps :func:`train_classifier` takes for ``spec`` on ``num_images`` images."""
     return spec.total_steps(math.ceil(num_images / min(spec.batch_size, num_images)))
+
+
+def training_epochs(spec: TrainSpec, num_images: int) -> int:
+    """How many epochs (passes, the last maybe partial) :func:`train_classifier` runs on ``num_images`` images."""
+    per_epoch = math.ceil(num_images / min(spec.batch_size, num_images))
+    return math.ceil(optimiser_steps(spec, num_images) / per_epoch)

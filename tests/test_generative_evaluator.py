@@ -37,17 +37,17 @@ def two_per_class(ctx) -> SyntheticSet:
 
 def test_fid_of_a_set_with_itself_is_zero_and_of_a_shifted_set_positive():
     ctx = tiny_context(None, "evaluator=generative")
-    features = JudgeFeatures(ctx.role("judge"), ctx.test_images)
+    features = JudgeFeatures(ctx.role("judge"), ctx.data.test_images)
     assert features.num_features == 128  # ConvNet-3's 128 channels, pooled over space
-    fid = FrechetDistance(features, ctx.test_images, batch_size=64)
-    itself, shifted = fid(ctx.test_images), fid(ctx.test_images + 0.5)
+    fid = FrechetDistance(features, ctx.data.test_images, batch_size=64)
+    itself, shifted = fid(ctx.data.test_images), fid(ctx.data.test_images + 0.5)
     assert shifted > 0 and abs(itself) < 1e-3 * shifted
     assert fid(ctx.train_images) > abs(itself)  # other real images of the same classes: close, not zero
 
 
 def test_copy_rate_is_one_for_training_images_and_zero_for_noise():
     ctx = tiny_context(None)
-    train, test = to_model_space(ctx.train_images, ctx.data), to_model_space(ctx.test_images, ctx.data)
+    train, test = to_model_space(ctx.train_images, ctx.data), to_model_space(ctx.data.test_images, ctx.data)
     threshold = 0.5 * nearest_distances(test, train).median().item()
     assert copy_rate(train[::7], train, threshold) == 1.0
     noise = torch.rand(100, *train.shape[1:], generator=seeded(0)) * 2 - 1

@@ -2,8 +2,19 @@
 
 Every protocol choice is a constructor argument mirrored in ``conf/evaluator/classifier.yaml``.
 Seeds ``seed, seed+1, …`` each train one fresh model per architecture; the reported number is
-the accuracy of the final checkpoint, as mean ± std over seeds (metric ``accuracy``, of the first
+the test accuracy of the reported checkpoint, as mean ± std over seeds (metric ``accuracy``, of the first
 model; every model's in ``details.per_model``).
+
+**Selection never sees the test set.** ``checkpoint: final`` (the default) selects nothing. ``best_val``
+scores the network on the held-out part of the training data (``validation:``, :attr:`Context.split`)
+every ``select_every`` epochs and reports the test accuracy of the best-on-validation weights; ``lr_grid``
+picks the lr on the same split. The test set is sealed (:meth:`Context.final_evaluation`): only
+:meth:`ClassifierEvaluator.test` opens it — and ``best_test``, asked for by name, labelled as unfair in
+results.json (``selection``) and in the final line.
+
+**Soft labels.** ``soft_loss`` (``soft_ce`` | ``kl``) and ``soft_source`` (``stored``: the set's soft labels;
+``teacher``: the ``teacher`` role's logits of each augmented batch, on the fly) — recorded in
+``details.soft_labels``.
 
 Each finished (model, seed) goes to ``run_dir/eval_progress.json`` at once (a
 :class:`~distillkit.checkpoint.Checkpoint` under a fingerprint of the distilled set and the protocol),
@@ -23,13 +34,19 @@ from distillkit.checkpoint import EvalProgress
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
 from distillkit.stages import EvalReport, Evaluator, Metric
-from distillkit.training import OPTIMIZERS, SCHEDULES, TrainSpec, accuracy, optimiser_steps, train_classifier
+from distillkit.training import (OPTIMIZERS, SCHEDULES, BestWeights, TrainSpec, accuracy, optimiser_steps,
+                                 soft_target_loss, teacher_logits, train_classifier, training_epochs)
 from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, plain, validated)
 
 log = logging.getLogger("distillkit")
 
 PROGRESS_NAME = "eval_progress.json"
+
+CHECKPOINTS = ("final", "best_val", "best_test")
+# what results.json's ``selection`` and the final line say of each checkpoint rule
+SELECTION_LABELS = {"final": "final", "best_val": "best_val (validation split)",
+                    "best_test": "best_test (test-set selection: not a fair number)"}
 
 
 class ClassifierEvaluator(Evaluator):
@@ -43,10 +60,13 @@ class ClassifierEvaluator(Evaluator):
                  schedule: Literal[SCHEDULES] = "step_half", dsa: bool = True,
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", labels: Literal["auto", "hard", "soft"] = "auto",
                  soft_label_temperature: PositiveFloat = 1.0, num_seeds: PositiveInt = 3, seed: Int = 0,
-                 checkpoint: str = "final", amp: bool = True, test_batch_size: PositiveInt = 2048,
-                 min_steps: NonNegativeInt = 0):
-        if checkpoint != "final":
-            raise ConfigError("checkpoint", "only 'final' is reported (best-on-test is not a fair protocol)")
+                 checkpoint: Literal[CHECKPOINTS] = "final", amp: bool = True, test_batch_size: PositiveInt = 2048,
+                 min_steps: NonNegativeInt = 0, select_every: PositiveInt = 25, lr_grid: list[PositiveFloat] = (),
+                 soft_loss: Literal["soft_ce", "kl"] = "soft_ce", soft_source: Literal["stored", "teacher"] = "stored"):
+        if soft_source == "teacher":
+            if labels == "hard":
+                raise ConfigError("soft_source", "teacher gives soft labels: set labels to auto or soft")
+            self.roles = ("teacher",)
         if not models:
             raise ConfigError("models", "needs at least one model")
         self.models = [plain(m) for m in models]
@@ -56,19 +76,74 @@ class ClassifierEvaluator(Evaluator):
         self.use_learned_lr, self.labels, self.temperature = use_learned_lr, labels, soft_label_temperature
         self.dsa_strategy = dsa_strategy if dsa else None
         self.num_seeds, self.seed, self.test_batch_size = num_seeds, seed, test_batch_size
+        self.checkpoint, self.select_every, self.lr_grid = checkpoint, select_every, [float(v) for v in lr_grid]
+        self.soft_loss, self.soft_source = soft_loss, soft_source
 
     def check(self, ctx) -> None:
         """Every model must be buildable for the dataset's images (found now, not after distillation)."""
         for model in self.models:
             ctx.build_model(model)
 
-    def targets(self, distilled) -> torch.Tensor:
+    def soft(self, distilled) -> bool:
+        """Whether the networks learn soft labels (the set's, or the teacher's with ``soft_source: teacher``)."""
+        if self.soft_source == "teacher":
+            return True
         soft = self.labels == "soft" or (self.labels == "auto" and distilled.soft_labels is not None)
-        if not soft:
-            return distilled.labels
-        if distilled.soft_labels is None:
+        if soft and distilled.soft_labels is None:
             raise UserError("evaluator.labels=soft but the distilled set has no soft labels")
+        return soft
+
+    def targets(self, distilled) -> torch.Tensor:
+        """The per-image targets: class indices, or ``softmax(soft_labels / T)``. A teacher's soft labels are
+        made per batch (:meth:`loss_fn`), so its targets here are the class indices (the fingerprint's)."""
+        if not self.soft(distilled) or self.soft_source == "teacher":
+            return distilled.labels
         return torch.softmax(distilled.soft_labels.float() / self.temperature, dim=1)
+
+    def loss_fn(self, distilled, ctx):
+        """:func:`train_classifier`'s ``loss_fn`` for soft labels other than stored ones with soft CE (that one is
+        the default loss on :meth:`targets`), else None."""
+        if not self.soft(distilled) or (self.soft_source == "stored" and self.soft_loss == "soft_ce"):
+            return None
+        if self.soft_source == "teacher":
+            teacher = ctx.role("teacher")
+            return lambda logits, x, idx: soft_target_loss(logits, teacher_logits(teacher, x, self.spec.amp),
+                                                           self.soft_loss, self.temperature)
+        stored = distilled.soft_labels
+        return lambda logits, x, idx: soft_target_loss(logits, stored[idx], self.soft_loss, self.temperature)
+
+    def selection_score(self, ctx):
+        """What ``checkpoint`` selects on: accuracy on the validation split (best_val) or the test set
+        (best_test, by name); None for ``final``."""
+        if self.checkpoint == "best_test":
+            return lambda model: self.test(model, ctx, reader="checkpoint=best_test")
+        if self.checkpoint == "best_val":
+            return lambda model: self.validate(model, ctx)
+        return None
+
+    def fit(self, model, images, targets, lr, ctx, augment=None, loss_fn=None, desc="eval"):
+        """Train ``model`` (the one loop) under this protocol; the weights ``checkpoint`` selects, and their history."""
+        score = self.selection_score(ctx)
+        keeper = score and BestWeights(model, score, self.select_every, training_epochs(self.spec, len(images)))
+        train_classifier(model, images, targets, self.spec, augment=augment, lr=lr, desc=desc, loss_fn=loss_fn,
+                         after_epoch=keeper)
+        if keeper:
+            keeper.restore()
+            self.selected_epochs.append(keeper.best[1])
+        return model
+
+    def pick_lr(self, model_cfg, images, targets, loss_fn, ctx) -> tuple[float, dict]:
+        """The lr of ``lr_grid`` whose network (seed ``seed``, the protocol's checkpoint) is most accurate on the
+        validation split; every lr's validation accuracy."""
+        scores = {}
+        for lr in self.lr_grid:
+            torch.manual_seed(self.seed)
+            model = ctx.build_model(model_cfg)
+            augment = DSA(self.dsa_strategy, seed=self.seed) if self.dsa_strategy else None
+            self.fit(model, images, targets, lr, ctx, augment, loss_fn, desc=f"lr grid {lr:g}")
+            scores[lr] = self.validate(model, ctx)
+            log.info("eval lr grid %g: %.2f%% on the validation split", lr, scores[lr])
+        return max(scores, key=scores.get), scores
 
     def fingerprint(self, images: torch.Tensor, targets: torch.Tensor, lr: float | None, ctx) -> str:
         """What a finished seed's accuracy depends on besides the seed: the set, the protocol, the data."""
@@ -76,6 +151,11 @@ class ClassifierEvaluator(Evaluator):
         for tensor in (images, targets):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
         protocol = (self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device), ctx.dataset_identity)
+        # the keys added later extend it only when set, so progress made under the defaults still resumes
+        if self.checkpoint != "final" or self.lr_grid:
+            protocol += (self.checkpoint, self.select_every, self.lr_grid, plain(ctx.cfg.validation))
+        if (self.soft_loss, self.soft_source) != ("soft_ce", "stored"):
+            protocol += (self.soft_loss, self.soft_source, self.temperature)
         digest.update(repr(protocol).encode())
         return digest.hexdigest()
 
@@ -83,11 +163,14 @@ class ClassifierEvaluator(Evaluator):
         distilled = distilled.to(ctx.device)
         images = distilled.images.detach()
         targets = self.targets(distilled).detach()
+        loss_fn = self.loss_fn(distilled, ctx)
         lr = float(distilled.lr) if (self.use_learned_lr and distilled.lr is not None) else None
         progress = EvalProgress(ctx.run_dir, PROGRESS_NAME, self.fingerprint(images, targets, lr, ctx))
-        per_model = {}
+        per_model, grids, self.selected_epochs = {}, {}, []
         for model_cfg in self.models:
             name = self.model_name(model_cfg)
+            if self.lr_grid:
+                lr, grids[name] = self.pick_lr(model_cfg, images, targets, loss_fn, ctx)
             runs = []
             for s in range(self.seed, self.seed + self.num_seeds):
                 done = progress.get(name, s)
@@ -99,23 +182,43 @@ class ClassifierEvaluator(Evaluator):
                 torch.manual_seed(s)
                 model = ctx.build_model(model_cfg)
                 augment = DSA(self.dsa_strategy, seed=s) if self.dsa_strategy else None
-                train_classifier(model, images, targets, self.spec, augment=augment, lr=lr,
-                                 desc=f"eval {name} seed {s}")
+                self.fit(model, images, targets, lr, ctx, augment, loss_fn, desc=f"eval {name} seed {s}")
                 runs.append(self.test(model, ctx))
                 progress.record(name, s, runs[-1])
                 log.info("eval %s seed %d: %.2f%%", name, s, runs[-1])
             per_model[name] = Metric.of(runs)
-        report = self.report(per_model, labels="soft" if targets.dtype.is_floating_point else "hard",
-                             lr=lr if lr is not None else self.spec.lr)
+        soft = self.soft(distilled)
+        report = self.report(per_model, labels="soft" if soft else "hard", lr=lr if lr is not None else self.spec.lr)
         report.details["train_steps"] = optimiser_steps(self.spec, len(images))
+        report.details["selection"] = SELECTION_LABELS[self.checkpoint]
+        if self.checkpoint != "final":
+            report.details["selection_every_epochs"] = self.select_every
+            report.details["selected_epochs"] = self.selected_epochs  # of each trained network, grid ones first
+        if self.checkpoint == "best_val" or self.lr_grid:
+            report.details["validation_images"] = len(ctx.split.held_out_labels)
+        if grids:
+            report.details["lr_grid"] = {name: {str(k): v for k, v in grid.items()} for name, grid in grids.items()}
+        if soft:
+            report.details["soft_labels"] = {"loss": self.soft_loss, "source": self.soft_source,
+                                             "temperature": self.temperature}
         return report
 
     def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
         """Test networks trained elsewhere (a ``rounds`` learner's) on the real test set."""
-        return self.report({"learner": Metric.of([self.test(model, ctx) for model in models])}, labels=None, lr=None)
+        report = self.report({"learner": Metric.of([self.test(model, ctx) for model in models])}, labels=None,
+                             lr=None)
+        report.details["selection"] = "final (the learner's network)"
+        return report
 
-    def test(self, model: torch.nn.Module, ctx) -> float:
-        return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.spec.amp)
+    def test(self, model: torch.nn.Module, ctx, reader: str = "final test") -> float:
+        """Accuracy on the real test set: the one place the classifier evaluator opens it."""
+        with ctx.final_evaluation(f"{type(self).__name__}: {reader}"):
+            return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.spec.amp)
+
+    def validate(self, model: torch.nn.Module, ctx) -> float:
+        """Accuracy on the validation split (held out of the training data: ``validation:``)."""
+        split = ctx.split
+        return accuracy(model, split.held_out_images, split.held_out_labels, self.test_batch_size, self.spec.amp)
 
     def report(self, per_model: dict[str, Metric], labels: str | None, lr: float | None) -> EvalReport:
         first = next(iter(per_model.values()))

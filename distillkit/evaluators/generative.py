@@ -152,7 +152,8 @@ class GenerativeEvaluator(Evaluator):
         fingerprint = self.fingerprint(images, labels, ctx)
         progress = EvalProgress(ctx.run_dir, PROGRESS_NAME, fingerprint)
         started = time.perf_counter()
-        references = RealReferences(self, images, ctx)
+        with ctx.final_evaluation(f"{type(self).__name__}: test-split references (FID, copy threshold)"):
+            references = RealReferences(self, images, ctx)  # statistics only: nothing selects on them
         seconds = {"references": time.perf_counter() - started}
         with TrainingFolder(ctx.run_dir) as folder:
             per_seed = [self.evaluate_seed(s, images, labels, references, progress, folder / fingerprint[:16], ctx)

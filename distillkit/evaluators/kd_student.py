@@ -64,7 +64,8 @@ class KDStudentEvaluator(Evaluator):
         return self.report([self.test(model, ctx) for model in models], ctx)
 
     def test(self, model: torch.nn.Module, ctx) -> float:
-        return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.amp)
+        with ctx.final_evaluation(f"{type(self).__name__}: final test"):
+            return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.amp)
 
     def report(self, runs: list[float], ctx) -> EvalReport:
         teacher = self.test(ctx.role("teacher"), ctx)

@@ -16,6 +16,8 @@ class RealPool(Generator):
     seed + ``seed``), a real pool the size of a generated one — DGS's sampler on real images.
     """
 
+    makes_images = False
+
     @validated
     def __init__(self, pool_factor: PositiveInt | None = None, seed: Int = 0):
         self.pool_factor, self.seed = pool_factor, seed
@@ -39,6 +41,8 @@ class RealBatches(SeededDraws, Generator):
     """At every call, ``per_class`` random real training images per class (a real-data stream for the
     ``rounds`` schedule: the control a synthetic stream is measured against). Draws continue one RNG
     across calls, seeded with the run seed + ``seed``, and checkpointed with the schedule."""
+
+    makes_images = False
 
     @validated
     def __init__(self, per_class: PositiveInt = 10, seed: Int = 0):

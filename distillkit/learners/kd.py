@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from distillkit.learners.classifier import ClassifierLearner
-from distillkit.training import autocast, kd_per_sample
+from distillkit.training import kd_per_sample, teacher_logits
 from distillkit.validation import NonNegativeFloat, PositiveFloat, validated
 
 
@@ -27,6 +27,4 @@ class KDStudent(ClassifierLearner):
         self.teacher = ctx.role("teacher")
 
     def per_sample_loss(self, logits: torch.Tensor, x: torch.Tensor, batch, ctx) -> torch.Tensor:
-        with torch.no_grad(), autocast(ctx.device, self.amp):
-            teacher_logits = self.teacher(x).float()
-        return kd_per_sample(logits, teacher_logits, self.temperature)
+        return kd_per_sample(logits, teacher_logits(self.teacher, x, self.amp), self.temperature)

@@ -29,6 +29,7 @@ import torch
 
 from distillkit.cache import cache_spec
 from distillkit.errors import UserError
+from distillkit.ledger import ForwardCounter
 from distillkit.validation import build
 
 log = logging.getLogger("distillkit")
@@ -109,6 +110,7 @@ class Roles:
         self.roles = {name: build(node, f"roles.{name}") for name, node in (nodes or {}).items()}
         self._ready: dict[str, object] = {}
         self.report: dict[str, dict] = {}
+        self.forwards: dict[str, ForwardCounter] = {}  # the cost ledger's count for each network role
 
     def role(self, name: str) -> Role:
         if name not in self.roles:
@@ -122,7 +124,9 @@ class Roles:
     def get(self, name: str, ctx):
         """Role ``name``, trained or read from the cache once per run."""
         if name not in self._ready:
-            self._ready[name] = self.use(self.role(name), name, ctx)
+            self._ready[name] = value = self.use(self.role(name), name, ctx)
+            if isinstance(value, torch.nn.Module):
+                self.forwards[name] = ForwardCounter(value)
         return self._ready[name]
 
     def use(self, role: Role, label: str, ctx):

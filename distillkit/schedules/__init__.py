@@ -53,10 +53,11 @@ class Outcome:
 @dataclass
 class Artefacts:
     """What a schedule hands back to the run as it goes: the set to save (``save_set``, a callable
-    from run.py) and the wall-clock seconds of each phase."""
+    from run.py), the wall-clock seconds of each phase and the images its generator made (the cost ledger)."""
 
     save_set: object
     seconds: dict = field(default_factory=dict)
+    images_generated: int = 0
 
     @contextmanager
     def timed(self, phase: str):

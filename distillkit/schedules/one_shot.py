@@ -28,6 +28,7 @@ class OneShot(Schedule):
             return Outcome("prepared")
         with artefacts.timed("generator"):
             pool = stages.generator(ctx)
+        artefacts.images_generated += len(pool) if stages.generator.makes_images else 0
         with artefacts.timed("scorer"):
             scores = stages.scorer(pool, ctx)
         with artefacts.timed("sampler"):

@@ -93,6 +93,8 @@ class Rounds(Schedule):
                         raise DivergedError(f"rounds: the learner's losses became NaN or infinite by round {done + 1} "
                                             f"(lower learner.lr; {where})")
                     checkpoint.save(done + 1, self.state(stages, buffer))
+        # every batch offered to the buffer, before an interruption too (the buffer's count is checkpointed)
+        artefacts.images_generated += buffer.offered if stages.generator.makes_images else 0
         distilled = buffer.set.to("cpu")
         artefacts.save_set(distilled)
         with artefacts.timed("evaluator"):
