@@ -222,6 +222,7 @@ def eval_command(args: list[str]) -> int:
                       dataset_config=ctx.dataset_identity,
                       cost=cost(seconds=artefacts.seconds, forwards=ctx.roles.forwards, device=ctx.device,
                                 set_file=path, images_generated=0),
+                      test_set_readers=sorted(set(ctx.test_reads)),
                       evaluator=OmegaConf.to_container(cfg.evaluator, resolve=True))
     write_json(out / "eval_results.json", payload)
     print(result_line(payload, out / "eval_results.json"))

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from distillkit.cache import Cache
 from distillkit.config import model_config
 from distillkit.data.datasets import RealData, dataset_identity
-from distillkit.errors import TestSetAccessError
+from distillkit.errors import SealedTestSetError
 from distillkit.models import create_model
 from distillkit.roles import Roles
 
@@ -40,13 +40,13 @@ class OnDevice:
 
 class Sealed(OnDevice):
     """A test-split tensor: readable only inside :meth:`Context.final_evaluation`, so no stage can select on
-    the test set by accident; a read anywhere else raises :class:`TestSetAccessError`."""
+    the test set by accident; a read anywhere else raises :class:`SealedTestSetError`."""
 
     def __get__(self, ctx, owner=None):
         if ctx is None:
             return self
         if not ctx.test_readers:
-            raise TestSetAccessError(f"ctx.{self.name} read outside the final evaluation: only an evaluator's "
+            raise SealedTestSetError(f"ctx.{self.name} read outside the final evaluation: only an evaluator's "
                                      "final test (or evaluator.checkpoint=best_test, by name) may read the test set")
         cached = ctx.__dict__.setdefault("sealed", {})
         if self.name not in cached:

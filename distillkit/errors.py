@@ -9,6 +9,6 @@ class DivergedError(UserError):
     """A loss became NaN or exploded; the message says what and where the last good state is."""
 
 
-class TestSetAccessError(RuntimeError):
+class SealedTestSetError(RuntimeError):
     """A code path read the real test split outside the final evaluation (a generator, scorer, sampler or
     a selection on validation): a bug that would make the reported number unfair, never the user's to fix."""

@@ -6,8 +6,9 @@ after the final line, and ``cost/…`` metrics in W&B.
 * ``peak_rss_mib`` — the process's peak resident memory (``getrusage``; the whole process, data included);
 * ``cuda_max_allocated_mib`` — ``torch.cuda.max_memory_allocated`` on a CUDA device, else None;
 * ``distilled_set_bytes`` — the saved set's file (images, labels, soft labels, lr and header), as written;
-* ``teacher_forward_passes`` / ``teacher_images_forwarded`` — forward calls of the ``teacher`` role's network
-  in this run, and the images they carried (a forward hook on the role: a score read from the cache costs none);
+* ``teacher_forward_passes`` / ``teacher_images_forwarded`` — forward passes (batches) of the ``teacher`` role's
+  network in this run, and the images they carried (a hook on the role's network, embeddings included; a score
+  read from the cache costs none);
   every other network role's count is in ``role_forward_passes``;
 * ``images_generated`` — images a generator made (its sets' sizes; the ``rounds`` schedule's every batch;
   a diffusion pool read from the cache counts, it was generated for this set); 0 for real-image pools.
@@ -25,14 +26,17 @@ MIB = 2 ** 20
 
 
 class ForwardCounter:
-    """A forward hook on a module that counts its calls and the images (first input's rows) they carried."""
+    """Counts a network's forward passes and the images they carried, by a hook on its first layer with
+    weights — which logits and embeddings (``model.embed``, herding's and k-center's) both pass through."""
 
     def __init__(self, module: torch.nn.Module):
         self.calls = 0
         self.images = 0
-        self.handle = module.register_forward_hook(self)
+        entry = next((m for m in module.modules() if not any(True for _ in m.children())
+                      and any(True for _ in m.parameters(recurse=False))), module)
+        self.handle = entry.register_forward_pre_hook(self)
 
-    def __call__(self, module, args, output) -> None:
+    def __call__(self, module, args) -> None:
         self.calls += 1
         if args and torch.is_tensor(args[0]):
             self.images += len(args[0])

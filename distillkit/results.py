@@ -6,7 +6,9 @@ top level whenever the evaluator reports it, the evaluator's details (``per_mode
 ``eval_lr``…), ``published``, ``roles`` (what each trained role measured of itself), ``seconds`` per
 phase, and the device. ``run`` adds ``budget``, ``seed``, the set's size and the resolved config;
 ``eval`` adds the set's path and the evaluator's config. Both add ``cost``, the cost ledger
-(:mod:`distillkit.ledger`), and the evaluator's ``selection`` (which checkpoint was reported).
+(:mod:`distillkit.ledger`), ``test_set_readers`` (what opened the sealed test split:
+:meth:`~distillkit.context.Context.final_evaluation`) and the evaluator's ``selection`` (which checkpoint
+was reported).
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
         published_as=cfg.method.get("published_as", cfg.method.name), budget=cfg.budget.name, seed=int(cfg.seed),
         num_images=None if distilled is None else len(distilled),
         images_per_class=None if distilled is None else distilled.per_class_counts(ctx.data.num_classes),
-        cost=ledger, config=OmegaConf.to_container(cfg, resolve=True))
+        cost=ledger, test_set_readers=sorted(set(ctx.test_reads)), config=OmegaConf.to_container(cfg, resolve=True))
     write_json(run_dir / "results.json", payload)
     report = outcome.report
     if report is not None:

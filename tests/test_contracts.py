@@ -307,6 +307,9 @@ END_TO_END_ELSEWHERE = {"random", "herding", "kcenter", "full",  # test_cli.py
 def test_every_method_runs_end_to_end(method, tmp_path):
     results = execute(compose(*TINY, f"method={method}", f"ipc={IPC}"), tmp_path)
     assert results["status"] == "evaluated" and results["method"] == method
+    # the test split is sealed until the final evaluation (a stage reading it earlier raises): only evaluators opened it
+    assert results["test_set_readers"] and all(r.endswith(("final test", "(FID, copy threshold)"))
+                                               for r in results["test_set_readers"])
     primary = results["primary_metric"]["name"]  # accuracy, or fid_held_out for methods judged generatively
     assert math.isfinite(results["metrics"][primary]["mean"])
     if primary == "accuracy":

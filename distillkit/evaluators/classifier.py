@@ -78,6 +78,7 @@ class ClassifierEvaluator(Evaluator):
         self.num_seeds, self.seed, self.test_batch_size = num_seeds, seed, test_batch_size
         self.checkpoint, self.select_every, self.lr_grid = checkpoint, select_every, [float(v) for v in lr_grid]
         self.soft_loss, self.soft_source = soft_loss, soft_source
+        self.selected_epochs: list[int] = []  # the last evaluation's, for its report
 
     def check(self, ctx) -> None:
         """Every model must be buildable for the dataset's images (found now, not after distillation)."""
@@ -122,12 +123,14 @@ class ClassifierEvaluator(Evaluator):
         return None
 
     def fit(self, model, images, targets, lr, ctx, augment=None, loss_fn=None, desc="eval"):
-        """Train ``model`` (the one loop) under this protocol; the weights ``checkpoint`` selects, and their history."""
+        """Train ``model`` in place (the one loop) under this protocol and load the weights ``checkpoint`` selects
+        (their epoch goes to ``selected_epochs``)."""
         score = self.selection_score(ctx)
-        keeper = score and BestWeights(model, score, self.select_every, training_epochs(self.spec, len(images)))
+        keeper = None if score is None else BestWeights(model, score, self.select_every,
+                                                         training_epochs(self.spec, len(images)))
         train_classifier(model, images, targets, self.spec, augment=augment, lr=lr, desc=desc, loss_fn=loss_fn,
                          after_epoch=keeper)
-        if keeper:
+        if keeper is not None:
             keeper.restore()
             self.selected_epochs.append(keeper.best[1])
         return model
