@@ -52,7 +52,8 @@ def test_herding_differs_from_random(tmp_path):
 def test_run_then_eval_reproduces_accuracy(tmp_path):
     run = distillkit("run", *TINY, "ipc=3", f"hydra.run.dir={tmp_path}")
     assert run.returncode == 0, run.stderr
-    assert "accuracy" in run.stdout.splitlines()[-1] and str(tmp_path) in run.stdout.splitlines()[-1]
+    final, ledger = run.stdout.splitlines()[-2:]  # the final line, then the cost ledger's
+    assert "accuracy" in final and str(tmp_path) in final and ledger.startswith("cost: ")
     ran = json.loads((tmp_path / "results.json").read_text())["accuracy"]["runs"]
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
     again = distillkit("eval", str(tmp_path / "distilled.safetensors"), "budget=smoke", "--out", str(tmp_path / "e"))
