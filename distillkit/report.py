@@ -10,8 +10,10 @@ the primary metric against IPC, one figure per dataset and metric, and against w
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
 import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -53,6 +55,9 @@ def read_row(path: Path) -> Row | None:
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: not a readable results file ({err})") from None
     primary = payload.get("primary_metric")
+    if not primary and "accuracy" in payload:  # a results.json older than named metrics: accuracy was the metric
+        primary = {"name": "accuracy", "higher_is_better": True, "unit": "%"}
+        payload.setdefault("metrics", {"accuracy": payload["accuracy"]})
     if not primary:
         return None
     metric = payload["metrics"][primary["name"]]
@@ -84,15 +89,25 @@ def collect(paths: list[Path]) -> list[Row]:
 
 
 def add_gains(rows: list[Row]) -> None:
-    """Each row's gain over the random row of the same dataset, IPC, budget and metric."""
-    random = {(r.dataset, r.ipc, r.budget, r.metric): r for r in rows if r.cell.startswith("random/")}
+    """Each row's gain over the random row of the same dataset, IPC, budget and metric — of several such rows,
+    the nearest one in the folder tree (the same sweep or bench before another)."""
+    random = defaultdict(list)
+    for r in rows:
+        if r.cell.startswith("random/"):
+            random[(r.dataset, r.ipc, r.budget, r.metric)].append(r)
     for row in rows:
-        base = random.get((row.dataset, row.ipc, row.budget, row.metric))
-        if base is None or base is row:
+        candidates = random.get((row.dataset, row.ipc, row.budget, row.metric))
+        if not candidates or row in candidates:
             continue
+        base = max(candidates, key=lambda r: shared_depth(r.run_dir, row.run_dir))
         row.gain = row.mean - base.mean
         if len(row.runs) == len(base.runs) >= 2:
             row.gain_ci = paired_interval([a - b for a, b in zip(row.runs, base.runs)])
+
+
+def shared_depth(a: str, b: str) -> int:
+    """How many leading folders two run directories share."""
+    return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], zip(Path(a).parts, Path(b).parts)))
 
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (seeds − 1); beyond the table, the normal's
@@ -112,14 +127,19 @@ def number(value: float | None, unit: str) -> str:
 
 
 def markdown(rows: list[Row], title: str) -> str:
-    lines = [f"# {title}", "", "| cell | metric | mean ± std (seeds) | published | gain over random (95 % CI) | "
-             "wall s | peak MiB | hardware |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method)):
+    """The table; when two rows share a cell name (runs of one method from several folders), a column says
+    which folder each came from."""
+    shared = len({r.cell for r in rows}) < len(rows)
+    root = os.path.commonpath([r.run_dir for r in rows]) if shared else ""
+    lines = [f"# {title}", "", "| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | published | "
+             "gain over random (95 % CI) | wall s | peak MiB | hardware |", "|---" * (8 + shared) + "|"]
+    for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method, r.run_dir)):
         direction = "" if r.higher_is_better else " ↓"
         gain = "—" if r.gain is None else (f"{r.gain:+.2f}" if r.unit == "%" else f"{r.gain:+.4g}") + (
             "" if r.gain_ci is None else f" ± {number(r.gain_ci, r.unit)}")
         peak = "—" if r.peak_mib is None else f"{r.peak_mib:.0f}"
-        lines.append(f"| {r.cell} | {r.metric}{direction} | {number(r.mean, r.unit)} ± {number(r.std, r.unit)} "
+        run = f"{os.path.relpath(r.run_dir, root)} | " if shared else ""
+        lines.append(f"| {r.cell} | {run}{r.metric}{direction} | {number(r.mean, r.unit)} ± {number(r.std, r.unit)} "
                      f"({len(r.runs)}) | {number(r.published, r.unit)} | {gain} | {r.seconds:.0f} | {peak} | {r.device} |")
     for metric in sorted({r.metric for r in rows}):
         lines += metrics_table([r for r in rows if r.metric == metric])
