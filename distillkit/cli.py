@@ -1,4 +1,4 @@
-"""``distillkit run|eval|list``.
+"""``distillkit run|eval|bench|report|list``.
 
 ``run`` is a plain Hydra app (``-m``, ``--cfg job``, ``--help``, ``hydra.run.dir=`` all work).
 Before handing over, its overrides are composed once here so that a user's mistake (unknown
@@ -22,7 +22,12 @@ commands:
   eval PATH [overrides]    re-evaluate a saved distilled.safetensors (or a .pt with images/labels, or a run's
                            directory)
                            options: --out DIR (where eval_results.json goes; default: beside PATH)
-  list                     methods, datasets, models, budgets and the other config groups
+  bench SUITE [overrides]  a matrix of methods × datasets × IPCs (a suite of conf/bench or a .yaml path) through
+                           Hydra multirun; finished cells are skipped; writes bench.json, bench.md and plots
+                           options: --out DIR (default outputs/bench/SUITE), --check THRESHOLDS.yaml (exit 1 and one
+                           line per regressed cell), --dry-run (list the runs it would launch)
+  report RUN_DIR...        the same table and plots from finished runs (any mix); options: --out DIR
+  list                     methods, datasets, models, budgets, bench suites and the other config groups
 
 examples:
   distillkit run                                   # distribution matching, digits, ipc=10, budget=cpu
@@ -30,6 +35,8 @@ examples:
   distillkit run -m method=random ipc=1,10,50      # a sweep, one directory per job
   distillkit eval outputs/random/digits_ipc10/<time>/distilled.safetensors evaluator.num_seeds=5
   distillkit eval outputs/random/digits_ipc10/<time> evaluator=generative
+  distillkit bench smoke --check conf/bench/thresholds/smoke.yaml
+  distillkit report outputs/bench/cpu
 """
 
 # Hydra flags that take a value: their value is not an override.
@@ -231,16 +238,29 @@ def eval_command(args: list[str]) -> int:
 
 
 def list_command(args: list[str]) -> int:
-    from distillkit.config import config_groups, group_file_description, group_options
+    from distillkit.config import BENCH_GROUPS, config_groups, group_file_description, group_options
 
-    for group in config_groups():
+    for group in [*config_groups(), *BENCH_GROUPS]:
         print(f"{group}:")
         for name in group_options(group):
             print(f"  {name:<24} {group_file_description(group, name)}")
     return 0
 
 
-COMMANDS = {"run": run_command, "eval": eval_command, "list": list_command}
+def bench_command(args: list[str]) -> int:
+    from distillkit.bench import bench_command as bench
+
+    return bench(args)
+
+
+def report_command(args: list[str]) -> int:
+    from distillkit.report import report_command as report
+
+    return report(args)
+
+
+COMMANDS = {"run": run_command, "eval": eval_command, "bench": bench_command, "report": report_command,
+            "list": list_command}
 
 
 def main(argv: list[str] | None = None) -> int:

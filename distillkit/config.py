@@ -23,14 +23,17 @@ def config_dir() -> Path:
 
 # groups a user picks from; the rest of conf/ (hydra/help) is plumbing
 HIDDEN_GROUPS = ("hydra/help",)
+# `distillkit bench`'s suites and thresholds: files of conf/, not options of a run's config
+BENCH_GROUPS = ("bench", "bench/thresholds")
 
 
 def config_groups() -> list[str]:
-    """Every config group: each folder of ``conf/`` that holds options, ``hydra/launcher`` included."""
+    """Every config group of a run's config: each folder of ``conf/`` that holds options, ``hydra/launcher``
+    included (not ``distillkit bench``'s suites)."""
     root = config_dir()
     groups = sorted(str(folder.relative_to(root)) for folder in root.rglob("*")
                     if folder.is_dir() and any(folder.glob("*.yaml")))
-    return [g for g in groups if g not in HIDDEN_GROUPS]
+    return [g for g in groups if g not in HIDDEN_GROUPS + BENCH_GROUPS]
 
 
 def group_options(group: str) -> list[str]:

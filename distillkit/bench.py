@@ -1,0 +1,229 @@
+"""``distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] [--dry-run]``: a matrix of methods × datasets
+× IPCs under one protocol.
+
+A suite is a file of the ``conf/bench/`` group (``smoke``, ``cpu``, ``paper``) or a path to a YAML file of the
+same shape: the budget, datasets, IPCs and seeds of every cell, and the methods, each with the overrides its
+cells add. Every cell is one ``distillkit run`` job, launched through Hydra multirun (one sweep over the IPCs per
+method and dataset), so ``hydra/launcher=submitit_slurm`` and every other override work unchanged. A cell runs in
+``OUT/<method>/<dataset>_ipc<ipc>/``; one whose ``results.json`` holds the same resolved config (its
+fingerprint) is finished and skipped, and an interrupted cell resumes from its checkpoints, so an interrupted
+bench is simply run again. The report (:mod:`distillkit.report`) goes to ``OUT/bench.json``, ``OUT/bench.md``
+and ``OUT/*.png``; ``--check`` compares it with thresholds (:mod:`distillkit.thresholds`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from distillkit.config import config_dir, group_options
+from distillkit.errors import UserError
+
+log = logging.getLogger("distillkit")
+
+# keys of a resolved config that say where and how a run is logged, not what it computes
+NOT_FINGERPRINTED = ("tracker", "cache")
+
+
+class Exclusion(BaseModel):
+    """Cells not run: every given key must match (an omitted key matches all)."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: str | None = None
+    dataset: str | None = None
+    ipc: int | None = None
+
+
+class Suite(BaseModel):
+    """A bench suite (``conf/bench/<name>.yaml``); its keys are documented in ``conf/bench/smoke.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    budget: str
+    datasets: list[str] = Field(min_length=1)
+    ipcs: list[int] = Field(min_length=1)
+    seeds: int = Field(ge=1)
+    methods: dict[str, list[str]] = Field(min_length=1)
+    overrides: list[str] = []
+    exclude: list[Exclusion] = []
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str  # the suite's name for the method (its ``method=`` override may differ)
+    dataset: str
+    ipc: int
+    overrides: tuple[str, ...]  # every override of the cell's run but ``ipc``
+
+    @property
+    def name(self) -> str:
+        """How reports and thresholds name the cell."""
+        return f"{self.method}/{self.dataset}/ipc{self.ipc}"
+
+    def run_dir(self, out: Path) -> Path:
+        return out / self.method / f"{self.dataset}_ipc{self.ipc}"
+
+    def all_overrides(self) -> list[str]:
+        return [*self.overrides, f"ipc={self.ipc}"]
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A suite by name (``conf/bench/``) or by path; a bad file or value is one line."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        if name_or_path not in group_options("bench"):
+            raise UserError(f"unknown bench suite '{name_or_path}' (choose from: {', '.join(group_options('bench'))}, "
+                            "or give a path to a suite .yaml)")
+        path = config_dir() / "bench" / f"{name_or_path}.yaml"
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as err:  # a YAML syntax error or an unreadable file
+        raise UserError(f"{path}: not a readable suite ({str(err).splitlines()[0]})") from None
+    try:
+        suite = Suite.model_validate({"name": path.stem, **(raw or {})})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{path}: {where}: {first['msg']}") from None
+    for group, names in (("dataset", suite.datasets), ("budget", [suite.budget]),
+                         ("method", [method_choice(m, o) for m, o in suite.methods.items()])):
+        unknown = [n for n in names if n not in group_options(group)]
+        if unknown:
+            raise UserError(f"{path}: unknown {group} '{unknown[0]}' (choose from: {', '.join(group_options(group))})")
+    if min(suite.ipcs) < 1:
+        raise UserError(f"{path}: ipcs must be ≥ 1 (got {min(suite.ipcs)})")
+    return suite
+
+
+def method_choice(method: str, overrides: list[str]) -> str:
+    """The ``method=`` a suite entry runs: its own ``method=`` override, else its name."""
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    return chosen[-1] if chosen else method
+
+
+def cells(suite: Suite, user_overrides: list[str]) -> list[Cell]:
+    """The suite's matrix less its exclusions, in suite order (methods, then datasets, then IPCs)."""
+    matrix = []
+    for method, extra in suite.methods.items():
+        own = [o for o in extra if not o.startswith("method=")]
+        for dataset in suite.datasets:
+            for ipc in suite.ipcs:
+                if any(excluded(rule, method, dataset, ipc) for rule in suite.exclude):
+                    continue
+                overrides = (f"method={method_choice(method, extra)}", f"dataset={dataset}", f"budget={suite.budget}",
+                             f"evaluator.num_seeds={suite.seeds}", *suite.overrides, *own, *user_overrides)
+                matrix.append(Cell(method, dataset, ipc, overrides))
+    return matrix
+
+
+def excluded(rule: Exclusion, method: str, dataset: str, ipc: int) -> bool:
+    return all(want is None or want == have for want, have in
+               ((rule.method, method), (rule.dataset, dataset), (rule.ipc, ipc)))
+
+
+def fingerprint(config: dict) -> str:
+    """What a finished cell's numbers depend on: its resolved config less where it is logged and cached."""
+    kept = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def expected_fingerprint(cell: Cell) -> str:
+    from distillkit.cli import compose_config
+
+    config = [o for o in cell.all_overrides() if not o.startswith(("hydra.", "hydra/"))]
+    return fingerprint(OmegaConf.to_container(compose_config(config), resolve=True))
+
+
+def finished(cell: Cell, out: Path) -> bool:
+    """Whether the cell's directory holds an evaluated run of the same config."""
+    path = cell.run_dir(out) / "results.json"
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return stored.get("status") == "evaluated" and fingerprint(stored.get("config", {})) == expected_fingerprint(cell)
+
+
+def sweeps(pending: list[Cell]) -> list[list[Cell]]:
+    """Pending cells grouped into Hydra sweeps: one per (method, dataset, overrides), over its IPCs."""
+    groups: dict[tuple, list[Cell]] = defaultdict(list)
+    for cell in pending:
+        groups[(cell.method, cell.dataset, cell.overrides)].append(cell)
+    return list(groups.values())
+
+
+def sweep_command(group: list[Cell], out: Path) -> list[str]:
+    first = group[0]
+    ipcs = ",".join(str(c.ipc) for c in group)
+    return [sys.executable, "-m", "distillkit", "run", "-m", *first.overrides, f"ipc={ipcs}",
+            f"hydra.sweep.dir={out}", f"hydra.sweep.subdir={first.method}/{first.dataset}_ipc${{ipc}}"]
+
+
+def parse_args(args: list[str]) -> tuple[str, list[str], Path | None, Path | None, bool]:
+    """(suite, overrides, --out, --check, --dry-run) from ``distillkit bench``'s arguments."""
+    options = {"--out": None, "--check": None}
+    dry_run = "--dry-run" in args
+    rest = []
+    args = [a for a in args if a != "--dry-run"]
+    i = 0
+    while i < len(args):
+        if args[i] in options:
+            if i + 1 >= len(args):
+                raise UserError(f"{args[i]} needs a path")
+            options[args[i]] = Path(args[i + 1])
+            i += 2
+            continue
+        rest.append(args[i])
+        i += 1
+    names = [a for a in rest if "=" not in a]
+    if len(names) != 1:
+        raise UserError("usage: distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] [--dry-run]")
+    return names[0], [a for a in rest if "=" in a], options["--out"], options["--check"], dry_run
+
+
+def bench_command(args: list[str]) -> int:
+    from distillkit.report import collect, write_report
+    from distillkit.thresholds import check, load_thresholds
+
+    suite_name, overrides, out, thresholds_path, dry_run = parse_args(args)
+    suite = load_suite(suite_name)
+    thresholds = load_thresholds(thresholds_path) if thresholds_path else None  # a bad file fails before any run
+    out = (out or Path("outputs") / "bench" / suite.name).resolve()
+    matrix = cells(suite, overrides)
+    done = [c for c in matrix if finished(c, out)]
+    pending = [c for c in matrix if c not in done]
+    print(f"bench {suite.name}: {len(matrix)} cells, {len(done)} finished, {len(pending)} to run -> {out}", flush=True)
+    if dry_run:
+        for group in sweeps(pending):
+            print(" ".join(sweep_command(group, out)[2:]))
+        return 0
+    failed = []
+    for group in sweeps(pending):
+        names = ", ".join(c.name for c in group)
+        print(f"bench: running {names}", flush=True)
+        if subprocess.run(sweep_command(group, out)).returncode != 0:
+            failed += [c for c in group if not finished(c, out)]
+    rows = collect([c.run_dir(out) / "results.json" for c in matrix if (c.run_dir(out) / "results.json").is_file()])
+    report = write_report(rows, out, f"bench {suite.name}: {suite.description}")
+    print(f"bench {suite.name}: report -> {report}", flush=True)
+    status = 0
+    if failed:
+        print(f"bench {suite.name}: {len(failed)} cell(s) failed: {', '.join(c.name for c in failed)}", file=sys.stderr)
+        status = 1
+    if thresholds is not None:
+        lines = check(rows, thresholds, [c.name for c in matrix])
+        for line in lines:
+            print(line, file=sys.stderr)
+        print(f"bench {suite.name}: {len(lines)} regression(s) against {thresholds_path}", flush=True)
+        status = status or (1 if lines else 0)
+    return status

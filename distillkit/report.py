@@ -1,0 +1,238 @@
+"""``distillkit report RUN_DIR… | SWEEP_DIR [--out DIR]``: one table and its plots from finished runs.
+
+Every ``results.json`` below the given folders is a row (any mix of methods, datasets and evaluators): the
+primary metric as mean ± std over its seeds, the published number beside it, the gain over the ``random`` row
+of the same dataset, IPC and budget (paired over seeds when both rows have the same seeds), the wall-clock of
+the run and its peak memory (the cost ledger's, when the run has one). ``distillkit bench`` writes the same
+report for its cells. Files: ``report.json`` / ``bench.json`` (the rows), ``.md`` (the table) and plots —
+the primary metric against IPC, one figure per dataset and metric, and against wall-clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from distillkit.errors import UserError
+from distillkit.io import atomic_path, write_json
+
+
+@dataclass
+class Row:
+    cell: str  # <method>/<dataset>/ipc<ipc>: what thresholds name
+    method: str
+    dataset: str
+    ipc: int | None
+    budget: str | None
+    metric: str  # the primary metric's name
+    unit: str
+    higher_is_better: bool
+    mean: float
+    std: float
+    runs: list[float]
+    published: float | None
+    seconds: float
+    peak_mib: float | None
+    device: str
+    run_dir: str
+    metrics: dict  # every named metric of the run: {name: {mean, std, runs}}
+    gain: float | None = None  # over the random row of the same dataset, IPC, budget and metric
+    gain_ci: float | None = None  # half-width of its 95 % interval, paired over seeds; None with < 2 pairs
+
+
+def read_row(path: Path) -> Row | None:
+    """The row of one results file; None for a run that stopped before evaluating. A run in the bench layout
+    (``<name>/<dataset>_ipc<ipc>/``) is the cell ``<name>/<dataset>/ipc<ipc>`` — the suite's name for the
+    method, which may differ from ``method.name`` (two cells of one method with other overrides)."""
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable results file ({err})") from None
+    primary = payload.get("primary_metric")
+    if not primary and "accuracy" in payload:  # a results.json older than named metrics: accuracy was the metric
+        primary = {"name": "accuracy", "higher_is_better": True, "unit": "%"}
+        payload.setdefault("metrics", {"accuracy": payload["accuracy"]})
+    if not primary:
+        return None
+    metric = payload["metrics"][primary["name"]]
+    cost = payload.get("cost") or {}
+    in_bench_layout = path.parent.name == f"{payload['dataset']}_ipc{payload['ipc']}"
+    method = path.parent.parent.name if in_bench_layout else payload["method"]
+    return Row(cell=f"{method}/{payload['dataset']}/ipc{payload['ipc']}", method=payload["method"],
+               dataset=payload["dataset"], ipc=payload.get("ipc"), budget=payload.get("budget"),
+               metric=primary["name"], unit=primary.get("unit") or "", higher_is_better=primary["higher_is_better"],
+               mean=metric["mean"], std=metric["std"], runs=list(metric["runs"]), published=payload.get("published"),
+               seconds=sum(payload.get("seconds", {}).values()), peak_mib=cost.get("peak_rss_mib"),
+               device=payload.get("device_name", payload.get("device", "")), run_dir=str(path.parent),
+               metrics=payload["metrics"])
+
+
+def collect(paths: list[Path]) -> list[Row]:
+    """Rows of every ``results.json`` (or ``eval_results.json``) in or below ``paths``, gains filled in."""
+    files = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        if path.is_file():
+            files.append(path)
+        else:
+            files += sorted(p for pattern in ("results.json", "eval_results.json") for p in path.rglob(pattern))
+    rows = [row for f in dict.fromkeys(files) if (row := read_row(f)) is not None]
+    add_gains(rows)
+    return rows
+
+
+def add_gains(rows: list[Row]) -> None:
+    """Each row's gain over the random row of the same dataset, IPC, budget and metric — of several such rows,
+    the nearest one in the folder tree (the same sweep or bench before another)."""
+    random = defaultdict(list)
+    for r in rows:
+        if r.cell.startswith("random/"):
+            random[(r.dataset, r.ipc, r.budget, r.metric)].append(r)
+    for row in rows:
+        candidates = random.get((row.dataset, row.ipc, row.budget, row.metric))
+        if not candidates or row in candidates:
+            continue
+        base = max(candidates, key=lambda r: shared_depth(r.run_dir, row.run_dir))
+        row.gain = row.mean - base.mean
+        if len(row.runs) == len(base.runs) >= 2:
+            row.gain_ci = paired_interval([a - b for a, b in zip(row.runs, base.runs)])
+
+
+def shared_depth(a: str, b: str) -> int:
+    """How many leading folders two run directories share."""
+    return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], zip(Path(a).parts, Path(b).parts)))
+
+
+# two-sided 95 % Student-t quantiles by degrees of freedom (seeds − 1); beyond the table, the normal's
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def paired_interval(differences: list[float]) -> float:
+    """Half-width of the 95 % interval of the mean of paired differences (same seeds, two sets)."""
+    n = len(differences)
+    return T95.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n)
+
+
+def number(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if unit == "%" else f"{value:.4g}"
+
+
+def markdown(rows: list[Row], title: str) -> str:
+    """The table; when two rows share a cell name (runs of one method from several folders), a column says
+    which folder each came from."""
+    shared = len({r.cell for r in rows}) < len(rows)
+    root = os.path.commonpath([r.run_dir for r in rows]) if shared else ""
+    lines = [f"# {title}", "", "| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | published | "
+             "gain over random (95 % CI) | wall s | peak MiB | hardware |", "|---" * (8 + shared) + "|"]
+    for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method, r.run_dir)):
+        direction = "" if r.higher_is_better else " ↓"
+        gain = "—" if r.gain is None else (f"{r.gain:+.2f}" if r.unit == "%" else f"{r.gain:+.4g}") + (
+            "" if r.gain_ci is None else f" ± {number(r.gain_ci, r.unit)}")
+        peak = "—" if r.peak_mib is None else f"{r.peak_mib:.0f}"
+        run = f"{os.path.relpath(r.run_dir, root)} | " if shared else ""
+        lines.append(f"| {r.cell} | {run}{r.metric}{direction} | {number(r.mean, r.unit)} ± {number(r.std, r.unit)} "
+                     f"({len(r.runs)}) | {number(r.published, r.unit)} | {gain} | {r.seconds:.0f} | {peak} | {r.device} |")
+    for metric in sorted({r.metric for r in rows}):
+        lines += metrics_table([r for r in rows if r.metric == metric])
+    return "\n".join(lines) + "\n"
+
+
+def metrics_table(rows: list[Row]) -> list[str]:
+    """Every named metric of runs that report more than their primary one (the generative evaluator's FIDs per
+    training length, sample accuracy, copy rate…); a metric measured at several lengths only per length."""
+    names = {name for r in rows for name in r.metrics}
+    if len(names) < 2:
+        return []
+    per_length = {name.split("@")[0] for name in names if "@" in name}
+    columns = sorted((n for n in names if "@" in n or n not in per_length),
+                     key=lambda n: (int(n.split("@")[1]) if "@" in n else 0, n))
+    lines = ["", f"Every metric of the rows judged by {rows[0].metric}:", "",
+             "| cell | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method)):
+        cells = [f"{r.metrics[c]['mean']:.4g} ± {r.metrics[c]['std']:.2g}" if c in r.metrics else "—" for c in columns]
+        lines.append(f"| {r.cell} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plots(rows: list[Row], out: Path) -> list[Path]:
+    """``<metric>_vs_ipc_<dataset>.png`` (a line per method) and ``<metric>_vs_seconds.png`` (a point per cell)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    by_figure: dict[tuple[str, str], dict[str, list[Row]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        by_figure[(r.metric, r.dataset)][r.method].append(r)
+    for (metric, dataset), methods in sorted(by_figure.items()):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for method, cells in sorted(methods.items()):
+            cells = sorted(cells, key=lambda r: r.ipc or 0)
+            ax.errorbar([r.ipc for r in cells], [r.mean for r in cells], yerr=[r.std for r in cells],
+                        marker="o", capsize=3, label=method)
+        ax.set(xscale="log", xlabel="images per class", ylabel=label(metric, methods), title=dataset)
+        ax.legend(fontsize=7)
+        written.append(save(fig, out / f"{metric}_vs_ipc_{dataset}.png"))
+    for metric in sorted({r.metric for r in rows}):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for r in (r for r in rows if r.metric == metric):
+            ax.errorbar(r.seconds, r.mean, yerr=r.std, marker="o", capsize=3)
+            ax.annotate(r.cell, (r.seconds, r.mean), fontsize=6)
+        ax.set(xscale="log", xlabel="wall-clock (s)", ylabel=label(metric, {"": [r for r in rows if r.metric == metric]}))
+        written.append(save(fig, out / f"{metric}_vs_seconds.png"))
+    plt.close("all")
+    return written
+
+
+def label(metric: str, rows_by_method: dict[str, list[Row]]) -> str:
+    """The axis label: the metric, its unit, and which way is better."""
+    first = next(iter(rows_by_method.values()))[0]
+    unit = f" ({first.unit})" if first.unit else ""
+    return f"{metric}{unit}, {'higher' if first.higher_is_better else 'lower'} is better"
+
+
+def save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path
+
+
+def write_report(rows: list[Row], out: Path, title: str, stem: str = "bench") -> Path:
+    """``out/<stem>.json``, ``out/<stem>.md`` and the plots; returns the Markdown file."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = plots(rows, out) if rows else []
+    write_json(out / f"{stem}.json", {"title": title, "rows": [asdict(r) for r in rows],
+                                      "plots": [p.name for p in figures]})
+    text = markdown(rows, title) + "".join(f"\n![{p.stem}]({p.name})\n" for p in figures)
+    with atomic_path(out / f"{stem}.md") as tmp:
+        Path(tmp).write_text(text)
+    return out / f"{stem}.md"
+
+
+def report_command(args: list[str]) -> int:
+    out = None
+    if "--out" in args:
+        i = args.index("--out")
+        if i + 1 >= len(args):
+            raise UserError("--out needs a folder")
+        out, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    if not args:
+        raise UserError("usage: distillkit report RUN_DIR... [--out DIR]")
+    rows = collect([Path(a) for a in args])
+    if not rows:
+        raise UserError(f"no evaluated run (results.json with metrics) under {', '.join(args)}")
+    path = write_report(rows, out or Path(args[0]), f"report of {', '.join(args)}", stem="report")
+    print(markdown(rows, f"report of {', '.join(args)}"), end="")
+    print(f"report -> {path}")
+    return 0

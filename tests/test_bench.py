@@ -1,0 +1,147 @@
+"""``distillkit bench`` / ``report`` / ``--check``: suites compose, finished cells are skipped by fingerprint,
+thresholds flag what regressed (and only that), and the report writes its table and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from distillkit.bench import cells, load_suite
+from distillkit.config import group_options
+from distillkit.errors import UserError
+from distillkit.report import Row, add_gains, collect, paired_interval, write_report
+from distillkit.thresholds import Thresholds, check, load_thresholds
+from support import compose, distillkit
+
+
+@pytest.mark.parametrize("name", group_options("bench"))
+def test_every_shipped_suite_composes_every_cell(name):
+    suite = load_suite(name)
+    matrix = cells(suite, [])
+    assert matrix and len({c.name for c in matrix}) == len(matrix)
+    for cell in matrix:
+        OmegaConf.to_container(compose(*cell.all_overrides()), resolve=True)
+
+
+def test_suite_matrix_order_exclusions_and_overrides(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("budget: smoke\ndatasets: [digits, fashion_mnist]\nipcs: [1, 10]\nseeds: 2\n"
+                    "methods: {random: [], fast: [method=dm, generator.lr=0.5]}\noverrides: [tracker=none]\n"
+                    "exclude: [{method: fast, ipc: 10}]\n")
+    matrix = cells(load_suite(str(path)), ["seed=3"])
+    assert [c.name for c in matrix] == ["random/digits/ipc1", "random/digits/ipc10", "random/fashion_mnist/ipc1",
+                                        "random/fashion_mnist/ipc10", "fast/digits/ipc1", "fast/fashion_mnist/ipc1"]
+    fast = matrix[4]
+    assert fast.overrides == ("method=dm", "dataset=digits", "budget=smoke", "evaluator.num_seeds=2", "tracker=none",
+                              "generator.lr=0.5", "seed=3")  # the command line's overrides come last
+    assert fast.run_dir(tmp_path) == tmp_path / "fast" / "digits_ipc1"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("budget: smoke\ndatasets: [digits]\nipcs: [1]\nseeds: 0\nmethods: {random: []}\n", "seeds"),
+    ("budget: smoke\ndatasets: [digits]\nipcs: [0]\nseeds: 1\nmethods: {random: []}\n", "ipcs must be ≥ 1"),
+    ("budget: smoke\ndatasets: [digits]\nipcs: [1]\nseeds: 1\nmethods: {nope: []}\n", "unknown method 'nope'"),
+    ("budget: smoke\ndatasets: [nope]\nipcs: [1]\nseeds: 1\nmethods: {random: []}\n", "unknown dataset 'nope'"),
+    ("budget: smoke\ndatasets: [digits]\nipcs: [1]\nseeds: 1\nmethods: {random: []}\ntypo: 1\n", "typo"),
+    ("budget: [smoke\n", "not a readable suite"),
+])
+def test_a_bad_suite_is_one_line(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_suite(str(path))
+    with pytest.raises(UserError, match="unknown bench suite 'nope'"):
+        load_suite("nope")
+
+
+def row(cell="dm/digits/ipc10", mean=90.0, std=1.0, higher=True, method="dm", runs=None) -> Row:
+    return Row(cell=cell, method=method, dataset="digits", ipc=10, budget="cpu", metric="accuracy" if higher else "fid",
+               unit="%" if higher else "", higher_is_better=higher, mean=mean, std=std, runs=runs or [mean], published=None,
+               seconds=1.0, peak_mib=None, device="cpu", run_dir=".",
+               metrics={"accuracy" if higher else "fid": {"mean": mean, "std": std, "runs": runs or [mean]}})
+
+
+def test_thresholds_flag_only_what_missed_by_more_than_the_tolerance():
+    limits = Thresholds(tolerance_stds=2.0, min_tolerance=1.0,
+                        cells={"a/digits/ipc10": 90.0, "b/digits/ipc10": 90.0, "c/digits/ipc10": 90.0,
+                               "fid/digits/ipc10": 0.01, "gone/digits/ipc10": 50.0, "other/digits/ipc10": 1.0})
+    rows = [row("a/digits/ipc10", 88.5, 0.2),   # misses by 1.5 > max(0.4, 1.0): regressed
+            row("b/digits/ipc10", 88.5, 1.0),   # misses by 1.5 < 2 × 1.0: within the seeds' spread
+            row("c/digits/ipc10", 95.0, 0.0),   # above the floor
+            row("fid/digits/ipc10", 3.0, 0.1, higher=False)]  # FID 3 ≫ the ceiling 0.01 + max(0.2, 1.0)
+    expected = ["a/digits/ipc10", "b/digits/ipc10", "c/digits/ipc10", "fid/digits/ipc10", "gone/digits/ipc10"]
+    lines = check(rows, limits, expected)  # other/… is not part of this bench: not checked
+    assert [line.split()[1].rstrip(":") for line in lines] == ["a/digits/ipc10", "fid/digits/ipc10", "gone/digits/ipc10"]
+    assert "below the floor 90 by 1.5" in lines[0] and "above the ceiling" in lines[1] and "no result" in lines[2]
+
+
+def test_a_bad_thresholds_file_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="no such thresholds file"):
+        load_thresholds(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cells: {a/digits/ipc1: 1}\ntolerance_stds: -1\n")
+    with pytest.raises(UserError, match="tolerance_stds"):
+        load_thresholds(bad)
+    assert load_thresholds(Path("smoke")).cells  # the shipped file, by name
+
+
+def test_gain_over_random_is_paired_over_seeds():
+    rows = [row("random/digits/ipc10", 80.0, method="random", runs=[79.0, 80.0, 81.0]),
+            row("dm/digits/ipc10", 85.0, runs=[84.0, 85.5, 85.5])]
+    add_gains(rows)
+    assert rows[0].gain is None and rows[1].gain == pytest.approx(5.0)
+    assert rows[1].gain_ci == pytest.approx(paired_interval([5.0, 5.5, 4.5]))
+    assert paired_interval([5.0, 5.5, 4.5]) == pytest.approx(4.303 * 0.5 / 3 ** 0.5)
+
+
+def test_report_writes_table_json_and_plots(tmp_path):
+    rows = [row("random/digits/ipc10", 80.0, method="random"), row(), row("dm/digits/ipc1", 50.0),
+            row("d2c/digits/ipc10", 0.02, 0.001, higher=False)]
+    rows[2].ipc = 1
+    rows[3].metrics.update({"fid@500": {"mean": 0.03, "std": 0.002, "runs": [0.03]}, "copy_rate": {"mean": 0.0,
+                            "std": 0.0, "runs": [0.0]}})
+    text = write_report(rows, tmp_path, "title").read_text()
+    assert "| dm/digits/ipc10 | accuracy | 90.00 ± 1.00 (1) |" in text and "| d2c/digits/ipc10 | fid ↓ | 0.02 ± 0.001" in text
+    assert "| cell | copy_rate | fid@500 |" in text and "| d2c/digits/ipc10 | 0 ± 0 | 0.03 ± 0.002 |" in text  # fid: per length only
+    figures = json.loads((tmp_path / "bench.json").read_text())["plots"]
+    assert sorted(figures) == ["accuracy_vs_ipc_digits.png", "accuracy_vs_seconds.png", "fid_vs_ipc_digits.png",
+                               "fid_vs_seconds.png"]
+    assert all((tmp_path / f).stat().st_size > 1000 for f in figures)
+
+
+SUITE = """# a tiny suite: random and a deliberately broken method (its networks never learn: lr 1e-9)
+budget: cpu
+datasets: [digits]
+ipcs: [1]
+seeds: 1
+methods:
+  random: []
+  broken: [method=random, evaluator.lr=1e-9]
+overrides: [tracker=none, dataset.test_per_class=20]
+"""
+
+
+def test_bench_runs_skips_finished_cells_and_the_check_names_the_broken_method(tmp_path):
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    (tmp_path / "limits.yaml").write_text("min_tolerance: 1.0\ncells: {random/digits/ipc1: 35.0, "
+                                          "broken/digits/ipc1: 35.0}\n")
+    args = ["bench", str(tmp_path / "suite.yaml"), "--out", str(tmp_path / "out"), "--check", str(tmp_path / "limits.yaml")]
+    first = distillkit(*args)
+    assert first.returncode == 1, first.stderr[-2000:]
+    regressions = [line for line in first.stderr.splitlines() if line.startswith("REGRESSION")]
+    assert len(regressions) == 1 and regressions[0].startswith("REGRESSION broken/digits/ipc1: accuracy")
+    rows = {r.cell: r for r in collect([tmp_path / "out"])}
+    assert rows["random/digits/ipc1"].mean > 35.0 > rows["broken/digits/ipc1"].mean
+    assert (tmp_path / "out" / "bench.md").is_file() and (tmp_path / "out" / "accuracy_vs_ipc_digits.png").is_file()
+
+    again = distillkit(*args[:-2])  # rerun: every cell finished, nothing runs
+    assert again.returncode == 0 and "2 cells, 2 finished, 0 to run" in again.stdout
+
+    changed = distillkit(*args[:-2], "seed=1", "--dry-run")  # another config: not the same cells
+    assert "2 cells, 0 finished, 2 to run" in changed.stdout and changed.stdout.count(" run -m ") == 2
+
+    report = distillkit("report", str(tmp_path / "out"), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0 and (tmp_path / "report" / "report.md").is_file()
