@@ -9,6 +9,9 @@ Each finished (model, seed) goes to ``run_dir/eval_progress.json`` at once (a
 :class:`~distillkit.checkpoint.Checkpoint` under a fingerprint of the distilled set and the protocol),
 so a run interrupted during a long evaluation (IPC 50 on a CPU: minutes per seed) resumes at the
 first unfinished seed instead of starting over.
+
+``baselines: [random, full]`` adds paired baselines and the fair metrics against them (gain over random with
+its interval, HLR, IOR, LRS, ARS): :mod:`distillkit.baselines`, :mod:`distillkit.fairness`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Literal
 
 import torch
 
+from distillkit import fairness
+from distillkit.baselines import BASELINES, add_fair_metrics
 from distillkit.checkpoint import EvalProgress
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
@@ -44,11 +49,17 @@ class ClassifierEvaluator(Evaluator):
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", labels: Literal["auto", "hard", "soft"] = "auto",
                  soft_label_temperature: PositiveFloat = 1.0, num_seeds: PositiveInt = 3, seed: Int = 0,
                  checkpoint: str = "final", amp: bool = True, test_batch_size: PositiveInt = 2048,
-                 min_steps: NonNegativeInt = 0):
+                 min_steps: NonNegativeInt = 0, baselines: list[Literal[BASELINES]] = (),
+                 fair_metrics: Literal[fairness.MODES] = "fraction", fair_ars: bool = False,
+                 full_epochs: PositiveInt = 2, full_min_steps: NonNegativeInt = 0, full_dsa: bool = False):
         if checkpoint != "final":
             raise ConfigError("checkpoint", "only 'final' is reported (best-on-test is not a fair protocol)")
         if not models:
             raise ConfigError("models", "needs at least one model")
+        if len(set(baselines)) != len(baselines):
+            raise ConfigError("baselines", f"lists a baseline twice: {list(baselines)}")
+        if fair_ars and not (dsa and "random" in baselines):
+            raise ConfigError("fair_ars", "needs dsa: true and the random baseline (evaluator.baselines: [random])")
         self.models = [plain(m) for m in models]
         self.spec = TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                               momentum=momentum, weight_decay=weight_decay, schedule=schedule, amp=amp,
@@ -56,6 +67,8 @@ class ClassifierEvaluator(Evaluator):
         self.use_learned_lr, self.labels, self.temperature = use_learned_lr, labels, soft_label_temperature
         self.dsa_strategy = dsa_strategy if dsa else None
         self.num_seeds, self.seed, self.test_batch_size = num_seeds, seed, test_batch_size
+        self.baselines, self.fair_metrics, self.fair_ars = tuple(baselines), fair_metrics, fair_ars
+        self.full_epochs, self.full_min_steps, self.full_dsa = full_epochs, full_min_steps, full_dsa
 
     def check(self, ctx) -> None:
         """Every model must be buildable for the dataset's images (found now, not after distillation)."""
@@ -70,13 +83,16 @@ class ClassifierEvaluator(Evaluator):
             raise UserError("evaluator.labels=soft but the distilled set has no soft labels")
         return torch.softmax(distilled.soft_labels.float() / self.temperature, dim=1)
 
+    def protocol(self, lr: float | None, ctx) -> str:
+        """How a network is trained and tested, as text: with the set and the seed, all a result depends on."""
+        return repr((self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device), ctx.dataset_identity))
+
     def fingerprint(self, images: torch.Tensor, targets: torch.Tensor, lr: float | None, ctx) -> str:
         """What a finished seed's accuracy depends on besides the seed: the set, the protocol, the data."""
         digest = hashlib.sha256()
         for tensor in (images, targets):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-        protocol = (self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device), ctx.dataset_identity)
-        digest.update(repr(protocol).encode())
+        digest.update(self.protocol(lr, ctx).encode())
         return digest.hexdigest()
 
     def __call__(self, distilled, ctx) -> EvalReport:
@@ -108,6 +124,8 @@ class ClassifierEvaluator(Evaluator):
         report = self.report(per_model, labels="soft" if targets.dtype.is_floating_point else "hard",
                              lr=lr if lr is not None else self.spec.lr)
         report.details["train_steps"] = optimiser_steps(self.spec, len(images))
+        if self.baselines:
+            add_fair_metrics(self, distilled, report, ctx)
         return report
 
     def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
