@@ -177,3 +177,40 @@ def test_bad_fair_settings_are_one_line_errors(settings, message):
     ctx = tiny_context(None)
     with pytest.raises(UserError, match=message):
         _evaluator(ctx, **settings)
+
+
+def _record(folder, method, runs, labels="hard", seed=0, host="AMD EPYC (1 threads)"):
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps({
+        "method": method, "accuracy": {"runs": runs}, "labels": labels, "device_name": host,
+        "config": {"evaluator": {"seed": seed}}}))
+    return str(folder)
+
+
+def test_fair_metrics_script_pairs_records_by_seed(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "fair_metrics.py"
+    spec = importlib.util.spec_from_file_location("fair_metrics", path)
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fair_metrics", script)  # its dataclass looks its module up
+    spec.loader.exec_module(script)
+    random = _record(tmp_path / "random", "random", [80.0, 80.0, 80.0])
+    full = _record(tmp_path / "full", "full", [90.0, 90.0, 90.0])
+    method = _record(tmp_path / "m", "m", [81.0, 82.0, 83.0])
+    soft = _record(tmp_path / "s", "s", [85.0, 85.0, 85.0], labels="soft")
+    merged = ",".join(_record(tmp_path / f"d{i}", "d", [v]) for i, v in enumerate([70.0, 70.5, 71.0]))
+    script.main(["--random", random, "--full", full, method, soft, f"dgs={merged}"])
+    out = capsys.readouterr().out
+    # m: differences 1, 2, 3 points → 2 ± 2.4841 (paired); HLR 9, 8, 7 points; LRS the mean of f(−3.5), f(−3), f(−2.5)
+    assert "| m | hard | 3 | 82.00 | 80.00 (AMD EPYC) | 2.00 [-0.48, 4.48] paired | no (interval spans 0) | 8.00 |" in out
+    lrs = sum(fairness.robust_score(a) for a in (-3.5, -3.0, -2.5)) / 3
+    assert f"| 2.00 | {lrs:.2f} | — |" in out and f"{lrs:.2f}" == "-0.13"
+    assert "| 0.0200 [-0.0048, 0.0448] paired |" in out
+    assert "5.00 [5.00, 5.00] paired † | yes | — |" in out  # soft labels without their hard-label evaluation
+    assert "s: HLR and LRS need its evaluation with hard labels" in out
+    assert "| -9.50 [-10.74, -8.26] unpaired | no (below random) |" in out  # merged: 70.5 vs 80 by Welch
