@@ -11,8 +11,9 @@ Two unit modes (``evaluator.fair_metrics``):
   α = w·IOR − (1−w)·HLR in [−1, 1] and LRS = (e^α − e^−1) / (e − e^−1) in [0, 1] — the bounded score
   DD-Ranking's paper describes.
 * ``compat``: DD-Ranking 0.2.0's code as released, which feeds differences in percentage points to ``exp``:
-  HLR and IOR in points, LRS and ARS unbounded (a set 34 points above random and 20 below full scores
-  466 where the fraction mode gives 0.30). Only for comparison with its leaderboard.
+  HLR and IOR in points, LRS and ARS unbounded above and below zero (a set 34 points above random and 20
+  below full scores 466 where the fraction mode gives 0.30; one level with random and 13 below full, −0.16).
+  Only for comparison with its leaderboard.
 
 Both modes average the per-seed scores (as DD-Ranking does), so with the exponential the mean depends on the
 spread over seeds, not only on the mean accuracies.
