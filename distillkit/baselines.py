@@ -118,7 +118,7 @@ def add_fair_metrics(evaluator, distilled, report: EvalReport, ctx) -> None:
     if "random" in base and "full" in base:
         metrics["lrs"] = Metric.of(fairness.lrs(base["full"], syn_hard, syn_hard, base["random"], mode))
     if evaluator.fair_ars and "random" in base:
-        plain = dict(models=one_model, dsa_strategy=None)
+        plain = {"models": one_model, "dsa_strategy": None}
         syn_plain = evaluate(variant(evaluator, labels="hard", **plain), distilled, ctx)
         random_plain = baseline_runs("random", variant(evaluator, **plain), ctx)
         details["ars_runs"] = {"set_without_augmentation": syn_plain, "random_without_augmentation": random_plain}

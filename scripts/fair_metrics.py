@@ -84,8 +84,8 @@ def fmt(value: float, mode: str) -> str:
 def table(rows: list[Row], randoms: list[Row], full: Row, plain: dict[str, Row], hard: dict[str, Row],
           mode: str) -> tuple[list[str], list[str]]:
     units = fairness.UNITS[mode]
-    lines = [f"| row | labels | n | accuracy % | random % (host) | gain over random [95 % CI] | survives? | "
-             f"HLR | IOR | LRS | ARS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = "| row | labels | n | accuracy % | random % (host) | gain over random [95 % CI] | survives? | HLR | IOR | LRS | ARS |"
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for r in rows:
         random = next((x for x in randoms if x.host == r.host), randoms[0])

@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 
 import pytest
+from support import tiny_context
 
 from distillkit import baselines, fairness
+from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
 from distillkit.results import results
 from distillkit.selection import random_per_class, seeded
-from distillkit.data.synthetic import SyntheticSet
 from distillkit.validation import build
-from support import tiny_context
 
 # (e^x − e^−1) / (e − e^−1), worked by hand: e − e^−1 = 2.350402
 ROBUST_7 = 466.41599962  # (1096.633158 − 0.367879) / 2.350402
