@@ -104,7 +104,9 @@ class Interval:
     paired: bool
 
     def as_dict(self) -> dict:
-        return {"mean": self.mean, "low": self.low, "high": self.high, "level": self.level, "n": self.n,
+        """For results.json: an unbounded end (one seed) is null, since JSON has no infinity."""
+        ends = [v if math.isfinite(v) else None for v in (self.low, self.high)]
+        return {"mean": self.mean, "low": ends[0], "high": ends[1], "level": self.level, "n": self.n,
                 "paired": self.paired}
 
     @property

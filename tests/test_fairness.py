@@ -69,6 +69,7 @@ def test_paired_interval_by_hand():
         0.044841377)
     one = fairness.paired_interval([81.0], [80.0], "fraction")
     assert math.isinf(one.low) and not one.excludes_zero
+    assert (one.as_dict()["low"], one.as_dict()["high"]) == (None, None)  # JSON has no infinity
     with pytest.raises(ValueError, match="same, non-zero number of seeds"):
         fairness.paired_interval([81.0, 82.0], [80.0], "compat")
 
