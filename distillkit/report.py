@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
-import statistics
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from distillkit.errors import UserError
+from distillkit.fairness import t_interval
 from distillkit.io import atomic_path, write_json
 
 
@@ -102,22 +101,13 @@ def add_gains(rows: list[Row]) -> None:
         base = max(candidates, key=lambda r: shared_depth(r.run_dir, row.run_dir))
         row.gain = row.mean - base.mean
         if len(row.runs) == len(base.runs) >= 2:
-            row.gain_ci = paired_interval([a - b for a, b in zip(row.runs, base.runs)])
+            interval = t_interval([a - b for a, b in zip(row.runs, base.runs)])
+            row.gain_ci = interval.high - interval.mean
 
 
 def shared_depth(a: str, b: str) -> int:
     """How many leading folders two run directories share."""
     return sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], zip(Path(a).parts, Path(b).parts)))
-
-
-# two-sided 95 % Student-t quantiles by degrees of freedom (seeds − 1); beyond the table, the normal's
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def paired_interval(differences: list[float]) -> float:
-    """Half-width of the 95 % interval of the mean of paired differences (same seeds, two sets)."""
-    n = len(differences)
-    return T95.get(n - 1, 1.96) * statistics.stdev(differences) / math.sqrt(n)
 
 
 def number(value: float | None, unit: str) -> str:

@@ -101,11 +101,13 @@ class Sampler(Stage):
 
 @dataclass
 class Metric:
-    """One named number over runs (seeds): its mean, population std and the runs themselves."""
+    """One named number over runs (seeds): its mean, population std and the runs themselves; ``ci`` an
+    optional confidence interval of the mean (:class:`distillkit.fairness.Interval` as a dict)."""
 
     mean: float
     std: float
     runs: list[float]
+    ci: dict | None = None
 
     @classmethod
     def of(cls, runs) -> "Metric":
@@ -115,7 +117,7 @@ class Metric:
         return cls(statistics.fmean(runs), statistics.pstdev(runs) if len(runs) > 1 else 0.0, runs)
 
     def as_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "runs": self.runs}
+        return {"mean": self.mean, "std": self.std, "runs": self.runs, **({"ci": self.ci} if self.ci else {})}
 
 
 @dataclass

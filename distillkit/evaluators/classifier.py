@@ -20,6 +20,9 @@ Each finished (model, seed) goes to ``run_dir/eval_progress.json`` at once (a
 :class:`~distillkit.checkpoint.Checkpoint` under a fingerprint of the distilled set and the protocol),
 so a run interrupted during a long evaluation (IPC 50 on a CPU: minutes per seed) resumes at the
 first unfinished seed instead of starting over.
+
+``baselines: [random, full]`` adds paired baselines and the fair metrics against them (gain over random with
+its interval, HLR, IOR, LRS, ARS): :mod:`distillkit.baselines`, :mod:`distillkit.fairness`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from typing import Literal
 
 import torch
 
+from distillkit import fairness
+from distillkit.baselines import BASELINES, add_fair_metrics
 from distillkit.checkpoint import EvalProgress
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
@@ -62,13 +67,20 @@ class ClassifierEvaluator(Evaluator):
                  soft_label_temperature: PositiveFloat = 1.0, num_seeds: PositiveInt = 3, seed: Int = 0,
                  checkpoint: Literal[CHECKPOINTS] = "final", amp: bool = True, test_batch_size: PositiveInt = 2048,
                  min_steps: NonNegativeInt = 0, select_every: PositiveInt = 25, lr_grid: list[PositiveFloat] = (),
-                 soft_loss: Literal["soft_ce", "kl"] = "soft_ce", soft_source: Literal["stored", "teacher"] = "stored"):
+                 soft_loss: Literal["soft_ce", "kl"] = "soft_ce", soft_source: Literal["stored", "teacher"] = "stored",
+                 baselines: list[Literal[BASELINES]] = (), fair_metrics: Literal[fairness.MODES] = "fraction",
+                 fair_ars: bool = False, full_epochs: PositiveInt = 2, full_min_steps: NonNegativeInt = 0,
+                 full_dsa: bool = False):
         if soft_source == "teacher":
             if labels == "hard":
                 raise ConfigError("soft_source", "teacher gives soft labels: set labels to auto or soft")
             self.roles = ("teacher",)
         if not models:
             raise ConfigError("models", "needs at least one model")
+        if len(set(baselines)) != len(baselines):
+            raise ConfigError("baselines", f"lists a baseline twice: {list(baselines)}")
+        if fair_ars and not (dsa and "random" in baselines):
+            raise ConfigError("fair_ars", "needs dsa: true and the random baseline (evaluator.baselines: [random])")
         self.models = [plain(m) for m in models]
         self.spec = TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
                               momentum=momentum, weight_decay=weight_decay, schedule=schedule, amp=amp,
@@ -79,6 +91,8 @@ class ClassifierEvaluator(Evaluator):
         self.checkpoint, self.select_every, self.lr_grid = checkpoint, select_every, [float(v) for v in lr_grid]
         self.soft_loss, self.soft_source = soft_loss, soft_source
         self.selected_epochs: list[int] = []  # the last evaluation's, for its report
+        self.baselines, self.fair_metrics, self.fair_ars = tuple(baselines), fair_metrics, fair_ars
+        self.full_epochs, self.full_min_steps, self.full_dsa = full_epochs, full_min_steps, full_dsa
 
     def check(self, ctx) -> None:
         """Every model must be buildable for the dataset's images (found now, not after distillation)."""
@@ -148,18 +162,23 @@ class ClassifierEvaluator(Evaluator):
             log.info("eval lr grid %g: %.2f%% on the validation split", lr, scores[lr])
         return max(scores, key=scores.get), scores
 
-    def fingerprint(self, images: torch.Tensor, targets: torch.Tensor, lr: float | None, ctx) -> str:
-        """What a finished seed's accuracy depends on besides the seed: the set, the protocol, the data."""
-        digest = hashlib.sha256()
-        for tensor in (images, targets):
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    def protocol(self, lr: float | None, ctx) -> str:
+        """How a network is trained, selected and tested, as text: with the set and the seed, all a result
+        depends on."""
         protocol = (self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device), ctx.dataset_identity)
         # the keys added later extend it only when set, so progress made under the defaults still resumes
         if self.checkpoint != "final" or self.lr_grid:
             protocol += (self.checkpoint, self.select_every, self.lr_grid, plain(ctx.cfg.validation))
         if (self.soft_loss, self.soft_source) != ("soft_ce", "stored"):
             protocol += (self.soft_loss, self.soft_source, self.temperature)
-        digest.update(repr(protocol).encode())
+        return repr(protocol)
+
+    def fingerprint(self, images: torch.Tensor, targets: torch.Tensor, lr: float | None, ctx) -> str:
+        """What a finished seed's accuracy depends on besides the seed: the set, the protocol, the data."""
+        digest = hashlib.sha256()
+        for tensor in (images, targets):
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        digest.update(self.protocol(lr, ctx).encode())
         return digest.hexdigest()
 
     def __call__(self, distilled, ctx) -> EvalReport:
@@ -204,6 +223,8 @@ class ClassifierEvaluator(Evaluator):
         if soft:
             report.details["soft_labels"] = {"loss": self.soft_loss, "source": self.soft_source,
                                              "temperature": self.temperature}
+        if self.baselines:
+            add_fair_metrics(self, distilled, report, ctx)
         return report
 
     def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
