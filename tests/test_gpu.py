@@ -51,7 +51,7 @@ def test_smoke_run_on_cuda_writes_results(method, tmp_path):
 
 @pytest.mark.parametrize("amp", [True, False])
 def test_evaluator_trains_in_bf16_on_cuda_when_amp_is_on(amp, tmp_path):
-    ctx = tiny_context(None, "device=cuda", "evaluator.epochs=2", f"evaluator.amp={str(amp).lower()}")
+    ctx = tiny_context(None, "device=cuda", "evaluator.epochs=2", f"evaluator.precision={'bf16' if amp else 'fp32'}")
     evaluator = build(ctx.cfg.evaluator, "evaluator")
     seen = conv_output_dtypes(lambda: evaluator(first_per_class(ctx, 2), ctx))
     assert seen == ({torch.bfloat16} if amp else {torch.float32})

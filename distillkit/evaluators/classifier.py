@@ -23,13 +23,17 @@ from distillkit.checkpoint import EvalProgress
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
 from distillkit.stages import EvalReport, Evaluator, Metric
-from distillkit.training import OPTIMIZERS, SCHEDULES, TrainSpec, accuracy, optimiser_steps, train_classifier
+from distillkit.training import (OPTIMIZERS, SCHEDULES, TrainSpec, accuracy, optimiser_steps, precision,
+                                 train_classifier)
 from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, plain, validated)
 
 log = logging.getLogger("distillkit")
 
 PROGRESS_NAME = "eval_progress.json"
+# fp32: eager fp32 gives the same numbers on every host; bf16: autocast on CUDA and on CPUs with bf16 units
+# (AMX / AVX512-BF16), fp32 elsewhere — the precision that ran is part of the progress fingerprint and the report
+PRECISIONS = ("fp32", "bf16")
 
 
 class ClassifierEvaluator(Evaluator):
@@ -43,15 +47,16 @@ class ClassifierEvaluator(Evaluator):
                  schedule: Literal[SCHEDULES] = "step_half", dsa: bool = True,
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", labels: Literal["auto", "hard", "soft"] = "auto",
                  soft_label_temperature: PositiveFloat = 1.0, num_seeds: PositiveInt = 3, seed: Int = 0,
-                 checkpoint: str = "final", amp: bool = True, test_batch_size: PositiveInt = 2048,
-                 min_steps: NonNegativeInt = 0):
+                 checkpoint: str = "final", precision: Literal[PRECISIONS] = "fp32", compile: bool = False,
+                 test_batch_size: PositiveInt = 2048, min_steps: NonNegativeInt = 0):
         if checkpoint != "final":
             raise ConfigError("checkpoint", "only 'final' is reported (best-on-test is not a fair protocol)")
         if not models:
             raise ConfigError("models", "needs at least one model")
         self.models = [plain(m) for m in models]
         self.spec = TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                              momentum=momentum, weight_decay=weight_decay, schedule=schedule, amp=amp,
+                              momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                              amp=precision == "bf16", amp_on_cpu=precision == "bf16", compile=compile,
                               min_steps=min_steps)
         self.use_learned_lr, self.labels, self.temperature = use_learned_lr, labels, soft_label_temperature
         self.dsa_strategy = dsa_strategy if dsa else None
@@ -75,7 +80,8 @@ class ClassifierEvaluator(Evaluator):
         digest = hashlib.sha256()
         for tensor in (images, targets):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-        protocol = (self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device), ctx.dataset_identity)
+        protocol = (self.spec, self.precision(ctx), lr, self.dsa_strategy, self.test_batch_size, str(ctx.device),
+                    ctx.dataset_identity)
         digest.update(repr(protocol).encode())
         return digest.hexdigest()
 
@@ -108,14 +114,20 @@ class ClassifierEvaluator(Evaluator):
         report = self.report(per_model, labels="soft" if targets.dtype.is_floating_point else "hard",
                              lr=lr if lr is not None else self.spec.lr)
         report.details["train_steps"] = optimiser_steps(self.spec, len(images))
+        report.details["precision"] = self.precision(ctx)
         return report
+
+    def precision(self, ctx) -> str:
+        """What the networks train and test in on this device: bf16 needs CUDA or a CPU with bf16 units."""
+        return precision(ctx.device, self.spec.amp, self.spec.amp_on_cpu)
 
     def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
         """Test networks trained elsewhere (a ``rounds`` learner's) on the real test set."""
         return self.report({"learner": Metric.of([self.test(model, ctx) for model in models])}, labels=None, lr=None)
 
     def test(self, model: torch.nn.Module, ctx) -> float:
-        return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.spec.amp)
+        return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.spec.amp,
+                        self.spec.amp_on_cpu, self.spec.compile)
 
     def report(self, per_model: dict[str, Metric], labels: str | None, lr: float | None) -> EvalReport:
         first = next(iter(per_model.values()))
