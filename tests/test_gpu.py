@@ -9,35 +9,11 @@ import json
 import pytest
 import torch
 
-from distillkit.data.synthetic import SyntheticSet
 from distillkit.run import execute
 from distillkit.validation import build
-from support import TINY, compose, tiny_context
+from support import TINY, compose, conv_output_dtypes, first_per_class, tiny_context
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-
-
-def conv_output_dtypes(work) -> set[torch.dtype]:
-    """The dtypes every Conv2d produced while ``work()`` ran."""
-    seen = set()
-
-    def record(module, args, output):
-        if isinstance(module, torch.nn.Conv2d) and isinstance(output, torch.Tensor):
-            seen.add(output.dtype)
-
-    handle = torch.nn.modules.module.register_module_forward_hook(record)
-    try:
-        work()
-    finally:
-        handle.remove()
-    return seen
-
-
-def first_per_class(ctx, ipc: int) -> SyntheticSet:
-    """The first ``ipc`` training images of every class (the same set on every device)."""
-    labels = ctx.data.train_labels
-    keep = torch.cat([torch.nonzero(labels == c).flatten()[:ipc] for c in range(ctx.data.num_classes)])
-    return SyntheticSet(ctx.data.train_images[keep].clone(), labels[keep].clone())
 
 
 @pytest.mark.parametrize("method", ["dm", "mtt", "dgs"])
