@@ -46,7 +46,7 @@ class TrainSpec:
     weight_decay: NonNegativeFloat = 5e-4
     schedule: Literal[SCHEDULES] = "step_half"  # step_half | cosine | constant
     amp: bool = True  # bf16 autocast where the device is CUDA
-    amp_on_cpu: bool = False  # also on CPUs with native bf16 units: distillation stages (experts), never evaluation
+    amp_on_cpu: bool = False  # also on CPUs with native bf16 units: distillation stages (experts); evaluation with precision=bf16
     min_steps: NonNegativeInt = 0  # a floor on optimiser steps: more epochs on a small dataset
     compile: bool = False  # torch.compile the network (fused kernels: fp32 results then differ in rounding only)
 
@@ -98,8 +98,10 @@ def precision(device: torch.device, enabled: bool, on_cpu: bool = False) -> str:
 
 
 def train_settings(spec: TrainSpec) -> dict:
-    """``spec`` for a cache key, without the ``amp`` switches: the key records the precision that ran."""
-    return {k: v for k, v in vars(spec).items() if k not in ("amp", "amp_on_cpu")}
+    """``spec`` for a cache key, without the ``amp`` switches (the key records the precision that ran), and
+    without ``compile`` when it is off, so that the keys of the roles cached before it existed still match."""
+    dropped = ("amp", "amp_on_cpu") if spec.compile else ("amp", "amp_on_cpu", "compile")
+    return {k: v for k, v in vars(spec).items() if k not in dropped}
 
 
 def can_compile(device: torch.device, who: str) -> bool:

@@ -42,12 +42,13 @@ def spec_of(config: str, epochs: int) -> TrainSpec:
     return TrainSpec(epochs=epochs, amp=bf16, amp_on_cpu=bf16, compile=extra == "compile")
 
 
-def timed(fn):
-    """``fn()``, its wall seconds and this thread's CPU seconds (less sensitive to a shared machine)."""
+def timed(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, its wall seconds and this thread's CPU seconds (less sensitive to a shared
+    machine)."""
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()
     wall, cpu = time.perf_counter(), time.thread_time()
-    out = fn()
+    out = fn(*args, **kwargs)
     sync()
     return out, time.perf_counter() - wall, time.thread_time() - cpu
 
@@ -64,10 +65,9 @@ def bench_ipc(args, ipc: int, seeds: int) -> dict:
             spec = spec_of(config, args.epochs)
             torch.manual_seed(seed)
             model = build_model("convnet", ctx.data, ctx.device)
-            _, train_s, train_cpu = timed(lambda: train_classifier(model, images, labels, spec,
-                                                                   augment=DSA(seed=seed)))
-            acc, test_s, test_cpu = timed(lambda: accuracy(model, ctx.test_images, ctx.test_labels, 2048, spec.amp,
-                                                           spec.amp_on_cpu, spec.compile))
+            _, train_s, train_cpu = timed(train_classifier, model, images, labels, spec, augment=DSA(seed=seed))
+            acc, test_s, test_cpu = timed(accuracy, model, ctx.test_images, ctx.test_labels, 2048, spec.amp,
+                                          spec.amp_on_cpu, spec.compile)
             runs[config].append({"seed": seed, "train_s": train_s, "test_s": test_s, "train_cpu_s": train_cpu,
                                  "test_cpu_s": test_cpu, "accuracy": acc})
             print(json.dumps({"ipc": ipc, "config": config, **runs[config][-1]}), flush=True)

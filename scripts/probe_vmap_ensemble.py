@@ -38,7 +38,7 @@ def main() -> None:
     alone = [copy.deepcopy(m) for m in members]
     params, buffers = stack_module_state(members)
     skeleton = copy.deepcopy(members[0]).to("meta")
-    sgd = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
+    sgd = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
     batched_opt = torch.optim.SGD(params.values(), **sgd)
     alone_opts = [torch.optim.SGD(m.parameters(), **sgd) for m in alone]
 

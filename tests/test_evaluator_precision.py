@@ -32,9 +32,13 @@ def test_precision_sets_the_dtype_of_training_and_testing_on_a_cpu_with_bf16_uni
 
 @needs_bf16_units
 def test_bf16_accuracy_stays_close_to_fp32_and_the_precision_keys_the_progress(tmp_path, monkeypatch):
-    trained = []
-    train = classifier.train_classifier
-    monkeypatch.setattr(classifier, "train_classifier", lambda *a, **k: trained.append(k["desc"]) or train(*a, **k))
+    trained, train = [], classifier.train_classifier
+
+    def counted(*args, **kwargs):
+        trained.append(kwargs["desc"])
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "train_classifier", counted)
     fp32 = evaluate(tmp_path, "evaluator.epochs=30", "evaluator.precision=fp32")
     bf16 = evaluate(tmp_path, "evaluator.epochs=30", "evaluator.precision=bf16")
     # the same set and seeds in the same run directory: bf16 trains again instead of reusing fp32's seeds
@@ -47,14 +51,15 @@ def test_bf16_accuracy_stays_close_to_fp32_and_the_precision_keys_the_progress(t
 @pytest.mark.slow  # compiling takes about half a minute on one CPU thread
 def test_a_compiled_network_trains_like_the_eager_one_to_rounding():
     ctx = tiny_context(None)
-    images, labels = first_per_class(ctx, 5).images, first_per_class(ctx, 5).labels
+    chosen = first_per_class(ctx, 5)
     runs = []
     for compile in (False, True):
         torch.manual_seed(0)
         model = create_model("convnet", 1, 10, (8, 8), width=16)
-        train_classifier(model, images, labels, TrainSpec(epochs=5, compile=compile), augment=DSA(seed=0))
+        train_classifier(model, chosen.images, chosen.labels, TrainSpec(epochs=5, compile=compile),
+                         augment=DSA(seed=0))
         runs.append((model, accuracy(model, ctx.test_images, ctx.test_labels, compile=compile)))
     (eager, eager_acc), (fused, fused_acc) = runs
     assert eager_acc == fused_acc
-    for a, b in zip(eager.parameters(), fused.parameters()):
+    for a, b in zip(eager.parameters(), fused.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
