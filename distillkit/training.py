@@ -115,8 +115,9 @@ def can_compile(device: torch.device, who: str) -> bool:
 def compiled(model: nn.Module, enabled: bool, who: str) -> nn.Module:
     """``model`` through ``torch.compile`` (static shapes) when ``enabled`` and possible; its parameters stay the
     model's. A fresh model of the same architecture reuses the compiled graphs, so only the first pays."""
-    device = next(model.parameters()).device
-    return torch.compile(model, dynamic=False) if enabled and can_compile(device, who) else model
+    if enabled and can_compile(next(model.parameters()).device, who):
+        return torch.compile(model, dynamic=False)
+    return model
 
 
 def autocast(device: torch.device, enabled: bool, on_cpu: bool = False):
