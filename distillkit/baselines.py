@@ -56,10 +56,6 @@ def evaluate(evaluator, syn_set: SyntheticSet, ctx) -> list[float]:
     return evaluator(syn_set, dataclasses.replace(ctx, run_dir=None)).metrics["accuracy"].runs
 
 
-def precision(evaluator, ctx) -> str:
-    return "bf16" if evaluator.spec.amp and ctx.device.type == "cuda" else "fp32"
-
-
 def baseline_runs(name: str, evaluator, ctx) -> list[float]:
     """Per-seed accuracies of baseline ``name`` (random | full), one cache entry per seed."""
     first = evaluator.models[:1]
@@ -73,7 +69,7 @@ def baseline_runs(name: str, evaluator, ctx) -> list[float]:
     runs = []
     for s in range(evaluator.seed, evaluator.seed + evaluator.num_seeds):
         one = variant(base, seed=s, num_seeds=1)
-        spec = cache_spec(ctx.dataset_identity, precision(evaluator, ctx), baseline=name, seed=s,
+        spec = cache_spec(ctx.dataset_identity, evaluator.precision(ctx), baseline=name, seed=s,
                           ipc=ctx.ipc if name == "random" else None, model=first[0],
                           protocol=one.protocol(None, ctx))
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import math
+import os
+import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from distillkit.errors import DivergedError, UserError
 from distillkit.progress import progress
 from distillkit.validation import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
+log = logging.getLogger("distillkit")
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("step_half", "cosine", "constant")
@@ -44,8 +48,9 @@ class TrainSpec:
     weight_decay: NonNegativeFloat = 5e-4
     schedule: Literal[SCHEDULES] = "step_half"  # step_half | cosine | constant
     amp: bool = True  # bf16 autocast where the device is CUDA
-    amp_on_cpu: bool = False  # also on CPUs with native bf16 units: distillation stages (experts), never evaluation
+    amp_on_cpu: bool = False  # also on CPUs with native bf16 units: distillation stages (experts); evaluation with precision=bf16
     min_steps: NonNegativeInt = 0  # a floor on optimiser steps: more epochs on a small dataset
+    compile: bool = False  # torch.compile the network (fused kernels: fp32 results then differ in rounding only)
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimiser steps: ``epochs`` passes, or ``min_steps`` when that is more (the last pass then stops
@@ -95,8 +100,26 @@ def precision(device: torch.device, enabled: bool, on_cpu: bool = False) -> str:
 
 
 def train_settings(spec: TrainSpec) -> dict:
-    """``spec`` for a cache key, without the ``amp`` switches: the key records the precision that ran."""
-    return {k: v for k, v in vars(spec).items() if k not in ("amp", "amp_on_cpu")}
+    """``spec`` for a cache key, without the ``amp`` switches (the key records the precision that ran), and
+    without ``compile`` when it is off, so that the keys of the roles cached before it existed still match."""
+    dropped = ("amp", "amp_on_cpu") if spec.compile else ("amp", "amp_on_cpu", "compile")
+    return {k: v for k, v in vars(spec).items() if k not in dropped}
+
+
+def can_compile(device: torch.device, who: str) -> bool:
+    """Whether ``torch.compile`` can run on ``device``: on a CPU it needs a C++ compiler (else ``who`` runs eagerly)."""
+    if device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
+        log.warning("%s: compile needs a C++ compiler on the CPU (none found); running eagerly", who)
+        return False
+    return True
+
+
+def compiled(model: nn.Module, enabled: bool, who: str) -> nn.Module:
+    """``model`` through ``torch.compile`` (static shapes) when ``enabled`` and possible; its parameters stay the
+    model's. A fresh model of the same architecture reuses the compiled graphs, so only the first pays."""
+    if enabled and can_compile(next(model.parameters()).device, who):
+        return torch.compile(model, dynamic=False)
+    return model
 
 
 def autocast(device: torch.device, enabled: bool, on_cpu: bool = False):
@@ -155,6 +178,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tens
     steps = math.ceil(n / batch)
     optimizer = make_optimizer(model.parameters(), spec, spec.lr if lr is None else lr)
     schedule = make_schedule(optimizer, spec, steps)
+    forward = compiled(model, spec.compile, desc)
     model.train()
     last_loss = torch.zeros((), device=device)
     total = spec.total_steps(steps)
@@ -166,7 +190,7 @@ def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tens
             if augment is not None:
                 x = augment(x)
             with autocast(device, spec.amp, spec.amp_on_cpu):
-                logits = model(x)
+                logits = forward(x)
                 loss = classification_loss(logits, targets[idx]) if loss_fn is None else loss_fn(logits, x, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -184,13 +208,14 @@ def train_classifier(model: nn.Module, images: torch.Tensor, targets: torch.Tens
 
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 2048,
-             amp: bool = True) -> float:
-    """Top-1 accuracy in percent; one host sync at the end."""
+             amp: bool = True, on_cpu: bool = False, compile: bool = False) -> float:
+    """Top-1 accuracy in percent; one host sync at the end. ``amp``/``on_cpu`` as in :func:`autocast`."""
     model.eval()
+    forward = compiled(model, compile, "test")
     correct = torch.zeros((), dtype=torch.long, device=images.device)
     for start in range(0, len(images), batch_size):
-        with autocast(images.device, amp):
-            logits = model(images[start:start + batch_size])
+        with autocast(images.device, amp, on_cpu):
+            logits = forward(images[start:start + batch_size])
         correct += (logits.argmax(1) == labels[start:start + batch_size]).sum()
     return 100.0 * correct.item() / max(1, len(images))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from distillkit.cache import Cache
+from distillkit.data.synthetic import SyntheticSet
 from distillkit.roles import Role, Roles
 from distillkit.tracking import NoTracker
 
@@ -49,6 +50,29 @@ def tiny_context(run_dir: Path | None, *overrides: str):
 
     cfg = compose(*TINY, *overrides)
     return make_context(cfg, run_dir, plan(cfg).roles, NoTracker())
+
+
+def conv_output_dtypes(work) -> set[torch.dtype]:
+    """The dtypes every Conv2d produced while ``work()`` ran."""
+    seen = set()
+
+    def record(module, args, output):
+        if isinstance(module, torch.nn.Conv2d) and isinstance(output, torch.Tensor):
+            seen.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        work()
+    finally:
+        handle.remove()
+    return seen
+
+
+def first_per_class(ctx, ipc: int) -> SyntheticSet:
+    """The first ``ipc`` training images of every class (the same set on every device)."""
+    labels = ctx.data.train_labels
+    keep = torch.cat([torch.nonzero(labels == c).flatten()[:ipc] for c in range(ctx.data.num_classes)])
+    return SyntheticSet(ctx.data.train_images[keep].clone(), labels[keep].clone())
 
 
 def unet_training_inputs(ctx):

@@ -9,35 +9,11 @@ import json
 import pytest
 import torch
 
-from distillkit.data.synthetic import SyntheticSet
 from distillkit.run import execute
 from distillkit.validation import build
-from support import TINY, compose, tiny_context
+from support import TINY, compose, conv_output_dtypes, first_per_class, tiny_context
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-
-
-def conv_output_dtypes(work) -> set[torch.dtype]:
-    """The dtypes every Conv2d produced while ``work()`` ran."""
-    seen = set()
-
-    def record(module, args, output):
-        if isinstance(module, torch.nn.Conv2d) and isinstance(output, torch.Tensor):
-            seen.add(output.dtype)
-
-    handle = torch.nn.modules.module.register_module_forward_hook(record)
-    try:
-        work()
-    finally:
-        handle.remove()
-    return seen
-
-
-def first_per_class(ctx, ipc: int) -> SyntheticSet:
-    """The first ``ipc`` training images of every class (the same set on every device)."""
-    labels = ctx.data.train_labels
-    keep = torch.cat([torch.nonzero(labels == c).flatten()[:ipc] for c in range(ctx.data.num_classes)])
-    return SyntheticSet(ctx.data.train_images[keep].clone(), labels[keep].clone())
 
 
 @pytest.mark.parametrize("method", ["dm", "mtt", "dgs"])
@@ -51,7 +27,7 @@ def test_smoke_run_on_cuda_writes_results(method, tmp_path):
 
 @pytest.mark.parametrize("amp", [True, False])
 def test_evaluator_trains_in_bf16_on_cuda_when_amp_is_on(amp, tmp_path):
-    ctx = tiny_context(None, "device=cuda", "evaluator.epochs=2", f"evaluator.amp={str(amp).lower()}")
+    ctx = tiny_context(None, "device=cuda", "evaluator.epochs=2", f"evaluator.precision={'bf16' if amp else 'fp32'}")
     evaluator = build(ctx.cfg.evaluator, "evaluator")
     seen = conv_output_dtypes(lambda: evaluator(first_per_class(ctx, 2), ctx))
     assert seen == ({torch.bfloat16} if amp else {torch.float32})

@@ -10,7 +10,7 @@ from distillkit.data.augment import DSA
 from distillkit.errors import DivergedError
 from distillkit.models import create_model
 from distillkit.run import prepare_data
-from distillkit.training import TrainSpec, accuracy, classification_loss, train_classifier
+from distillkit.training import TrainSpec, accuracy, classification_loss, train_classifier, train_settings
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +51,9 @@ def test_same_seed_same_accuracy(digits):
         return accuracy(model, digits.test_images, digits.test_labels)
 
     assert run() == run()
+
+
+def test_compile_enters_a_cache_key_only_when_on():
+    """Roles cached before the ``compile`` switch existed keep their keys; a compiled run gets its own."""
+    assert "compile" not in train_settings(TrainSpec(epochs=1))
+    assert train_settings(TrainSpec(epochs=1, compile=True))["compile"] is True

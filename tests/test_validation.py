@@ -538,6 +538,7 @@ REVIEWED = [
     (["evaluator.num_seeds=0"], "evaluator.num_seeds: input should be greater than or equal to 1 (got 0)"),
     (["evaluator.models=[nope]"], "evaluator.models.0: unknown model 'nope' (choose from: alexnet, convnet"),
     (["evaluator.lr=-1"], "evaluator.lr: input should be greater than 0 (got -1)"),
+    (["evaluator.precision=fp16"], "evaluator.precision: input should be 'fp32' or 'bf16' (got 'fp16')"),
     (["evaluator.epochs=abc"], "evaluator.epochs: input should be a valid integer, unable to parse string as an "
                                "integer (got 'abc')"),
     (["dataset.train_per_class=0"], "dataset.train_per_class: input should be greater than or equal to 1 (got 0)"),

@@ -39,7 +39,7 @@ from distillkit.checkpoint import EvalProgress
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
 from distillkit.stages import EvalReport, Evaluator, Metric
-from distillkit.training import (OPTIMIZERS, SCHEDULES, BestWeights, TrainSpec, accuracy, optimiser_steps,
+from distillkit.training import (OPTIMIZERS, SCHEDULES, BestWeights, TrainSpec, accuracy, optimiser_steps, precision,
                                  soft_target_loss, teacher_logits, train_classifier, training_epochs)
 from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, plain, validated)
@@ -47,6 +47,9 @@ from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat
 log = logging.getLogger("distillkit")
 
 PROGRESS_NAME = "eval_progress.json"
+# fp32: eager fp32 gives the same numbers on every host; bf16: autocast on CUDA and on CPUs with bf16 units
+# (AMX / AVX512-BF16), fp32 elsewhere — the precision that ran is part of the progress fingerprint and the report
+PRECISIONS = ("fp32", "bf16")
 
 CHECKPOINTS = ("final", "best_val", "best_test")
 # what results.json's ``selection`` and the final line say of each checkpoint rule
@@ -65,8 +68,9 @@ class ClassifierEvaluator(Evaluator):
                  schedule: Literal[SCHEDULES] = "step_half", dsa: bool = True,
                  dsa_strategy: str = "color_crop_cutout_flip_scale_rotate", labels: Literal["auto", "hard", "soft"] = "auto",
                  soft_label_temperature: PositiveFloat = 1.0, num_seeds: PositiveInt = 3, seed: Int = 0,
-                 checkpoint: Literal[CHECKPOINTS] = "final", amp: bool = True, test_batch_size: PositiveInt = 2048,
-                 min_steps: NonNegativeInt = 0, select_every: PositiveInt = 25, lr_grid: list[PositiveFloat] = (),
+                 checkpoint: Literal[CHECKPOINTS] = "final", precision: Literal[PRECISIONS] = "fp32",
+                 compile: bool = False, test_batch_size: PositiveInt = 2048, min_steps: NonNegativeInt = 0,
+                 select_every: PositiveInt = 25, lr_grid: list[PositiveFloat] = (),
                  soft_loss: Literal["soft_ce", "kl"] = "soft_ce", soft_source: Literal["stored", "teacher"] = "stored",
                  baselines: list[Literal[BASELINES]] = (), fair_metrics: Literal[fairness.MODES] = "fraction",
                  fair_ars: bool = False, full_epochs: PositiveInt = 2, full_min_steps: NonNegativeInt = 0,
@@ -83,7 +87,8 @@ class ClassifierEvaluator(Evaluator):
             raise ConfigError("fair_ars", "needs dsa: true and the random baseline (evaluator.baselines: [random])")
         self.models = [plain(m) for m in models]
         self.spec = TrainSpec(epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                              momentum=momentum, weight_decay=weight_decay, schedule=schedule, amp=amp,
+                              momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+                              amp=precision == "bf16", amp_on_cpu=precision == "bf16", compile=compile,
                               min_steps=min_steps)
         self.use_learned_lr, self.labels, self.temperature = use_learned_lr, labels, soft_label_temperature
         self.dsa_strategy = dsa_strategy if dsa else None
@@ -165,7 +170,8 @@ class ClassifierEvaluator(Evaluator):
     def protocol(self, lr: float | None, ctx) -> str:
         """How a network is trained, selected and tested, as text: with the set and the seed, all a result
         depends on."""
-        protocol = (self.spec, lr, self.dsa_strategy, self.test_batch_size, str(ctx.device), ctx.dataset_identity)
+        protocol = (self.spec, self.precision(ctx), lr, self.dsa_strategy, self.test_batch_size, str(ctx.device),
+                    ctx.dataset_identity)
         # the keys added later extend it only when set, so progress made under the defaults still resumes
         if self.checkpoint != "final" or self.lr_grid:
             protocol += (self.checkpoint, self.select_every, self.lr_grid, plain(ctx.cfg.validation))
@@ -223,9 +229,14 @@ class ClassifierEvaluator(Evaluator):
         if soft:
             report.details["soft_labels"] = {"loss": self.soft_loss, "source": self.soft_source,
                                              "temperature": self.temperature}
+        report.details["precision"] = self.precision(ctx)
         if self.baselines:
             add_fair_metrics(self, distilled, report, ctx)
         return report
+
+    def precision(self, ctx) -> str:
+        """What the networks train and test in on this device: bf16 needs CUDA or a CPU with bf16 units."""
+        return precision(ctx.device, self.spec.amp, self.spec.amp_on_cpu)
 
     def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
         """Test networks trained elsewhere (a ``rounds`` learner's) on the real test set."""
@@ -237,12 +248,14 @@ class ClassifierEvaluator(Evaluator):
     def test(self, model: torch.nn.Module, ctx, reader: str = "final test") -> float:
         """Accuracy on the real test set: the one place the classifier evaluator opens it."""
         with ctx.final_evaluation(f"{type(self).__name__}: {reader}"):
-            return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.spec.amp)
+            return accuracy(model, ctx.test_images, ctx.test_labels, self.test_batch_size, self.spec.amp,
+                            self.spec.amp_on_cpu, self.spec.compile)
 
     def validate(self, model: torch.nn.Module, ctx) -> float:
         """Accuracy on the validation split (held out of the training data: ``validation:``)."""
         split = ctx.split
-        return accuracy(model, split.held_out_images, split.held_out_labels, self.test_batch_size, self.spec.amp)
+        return accuracy(model, split.held_out_images, split.held_out_labels, self.test_batch_size, self.spec.amp,
+                        self.spec.amp_on_cpu, self.spec.compile)
 
     def report(self, per_model: dict[str, Metric], labels: str | None, lr: float | None) -> EvalReport:
         first = next(iter(per_model.values()))

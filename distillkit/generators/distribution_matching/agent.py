@@ -3,18 +3,13 @@ embeddings and norm-layer outputs."""
 
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from distillkit.errors import UserError
 from distillkit.generators.distribution_matching.losses import style_statistics
-
-log = logging.getLogger("distillkit")
+from distillkit.training import can_compile
 
 # Norm layers whose outputs carry the style statistics (read through forward hooks).
 STYLE_NORMS = (nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
@@ -63,7 +58,7 @@ class AgentProbe:
             for layer in self.layers:
                 layer.register_forward_hook(self._record)
         self._recorded: list[torch.Tensor] = []
-        self.compiled = compile and self.walks and _can_compile(next(agent.parameters()).device)
+        self.compiled = compile and self.walks and can_compile(next(agent.parameters()).device, "dm: generator")
         self._pass = torch.compile(self._walk, dynamic=False) if self.compiled else self._walk
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -99,9 +94,3 @@ class AgentProbe:
                 stats.append(style_statistics(features, groups, self.moments, self.correlation))
         return stats
 
-
-def _can_compile(device: torch.device) -> bool:
-    if device.type == "cpu" and shutil.which(os.environ.get("CXX", "g++")) is None:
-        log.warning("dm: generator.compile needs a C++ compiler on the CPU (none found); running eagerly")
-        return False
-    return True
