@@ -171,24 +171,15 @@ def sweep_command(group: list[Cell], out: Path) -> list[str]:
 
 def parse_args(args: list[str]) -> tuple[str, list[str], Path | None, Path | None, bool]:
     """(suite, overrides, --out, --check, --dry-run) from ``distillkit bench``'s arguments."""
-    options = {"--out": None, "--check": None}
-    dry_run = "--dry-run" in args
-    rest = []
-    args = [a for a in args if a != "--dry-run"]
-    i = 0
-    while i < len(args):
-        if args[i] in options:
-            if i + 1 >= len(args):
-                raise UserError(f"{args[i]} needs a path")
-            options[args[i]] = Path(args[i + 1])
-            i += 2
-            continue
-        rest.append(args[i])
-        i += 1
+    from distillkit.cli import pop_option
+
+    out, args = pop_option(args, "--out")
+    thresholds, args = pop_option(args, "--check")
+    rest = [a for a in args if a != "--dry-run"]
     names = [a for a in rest if "=" not in a]
     if len(names) != 1:
         raise UserError("usage: distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] [--dry-run]")
-    return names[0], [a for a in rest if "=" in a], options["--out"], options["--check"], dry_run
+    return names[0], [a for a in rest if "=" in a], out, thresholds, "--dry-run" in args
 
 
 def bench_command(args: list[str]) -> int:

@@ -130,6 +130,16 @@ def one_line(err: Exception) -> str:
     return text
 
 
+def pop_option(args: list[str], flag: str) -> tuple[Path | None, list[str]]:
+    """``flag``'s value as a path (None when absent) and the arguments without the pair: ``--out DIR`` & co."""
+    if flag not in args:
+        return None, args
+    i = args.index(flag)
+    if i + 1 >= len(args) or args[i + 1].startswith("-"):
+        raise UserError(f"{flag} needs a path")
+    return Path(args[i + 1]), args[:i] + args[i + 2:]
+
+
 def check_composed(cfg):
     """Resolve ``cfg``, check its top-level values and build every stage of the run (nothing works yet);
     returns the plan."""
@@ -185,12 +195,7 @@ def eval_command(args: list[str]) -> int:
     from distillkit.run import check, make_context, seed_everything
     from distillkit.schedules import Artefacts
 
-    out = None
-    if "--out" in args:
-        i = args.index("--out")
-        if i + 1 >= len(args):
-            raise UserError("--out needs a folder")
-        out, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    out, args = pop_option(args, "--out")
     paths = [a for a in args if "=" not in a]
     if len(paths) != 1:
         raise UserError("usage: distillkit eval PATH [overrides] [--out DIR]")

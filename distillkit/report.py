@@ -211,12 +211,9 @@ def write_report(rows: list[Row], out: Path, title: str, stem: str = "bench") ->
 
 
 def report_command(args: list[str]) -> int:
-    out = None
-    if "--out" in args:
-        i = args.index("--out")
-        if i + 1 >= len(args):
-            raise UserError("--out needs a folder")
-        out, args = Path(args[i + 1]), args[:i] + args[i + 2:]
+    from distillkit.cli import pop_option
+
+    out, args = pop_option(args, "--out")
     if not args:
         raise UserError("usage: distillkit report RUN_DIR... [--out DIR]")
     rows = collect([Path(a) for a in args])
