@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distillkit.config import config_dir, group_options
+from distillkit.config import compose_config, config_dir, group_options
 from distillkit.errors import UserError
 
 log = logging.getLogger("distillkit")
@@ -138,8 +138,6 @@ def fingerprint(config: dict) -> str:
 
 
 def expected_fingerprint(cell: Cell) -> str:
-    from distillkit.cli import compose_config
-
     config = [o for o in cell.all_overrides() if not o.startswith(("hydra.", "hydra/"))]
     return fingerprint(OmegaConf.to_container(compose_config(config), resolve=True))
 
@@ -169,24 +167,12 @@ def sweep_command(group: list[Cell], out: Path) -> list[str]:
             f"hydra.sweep.dir={out}", f"hydra.sweep.subdir={first.method}/{first.dataset}_ipc${{ipc}}"]
 
 
-def parse_args(args: list[str]) -> tuple[str, list[str], Path | None, Path | None, bool]:
-    """(suite, overrides, --out, --check, --dry-run) from ``distillkit bench``'s arguments."""
-    from distillkit.cli import pop_option
-
-    out, args = pop_option(args, "--out")
-    thresholds, args = pop_option(args, "--check")
-    rest = [a for a in args if a != "--dry-run"]
-    names = [a for a in rest if "=" not in a]
-    if len(names) != 1:
-        raise UserError("usage: distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] [--dry-run]")
-    return names[0], [a for a in rest if "=" in a], out, thresholds, "--dry-run" in args
-
-
-def bench_command(args: list[str]) -> int:
+def run_bench(suite_name: str, overrides: list[str], out: Path | None, thresholds_path: Path | None,
+              dry_run: bool = False) -> int:
+    """``distillkit bench``: run what is not finished, write the report, check the thresholds; the exit code."""
     from distillkit.report import collect, write_report
     from distillkit.thresholds import check, load_thresholds
 
-    suite_name, overrides, out, thresholds_path, dry_run = parse_args(args)
     suite = load_suite(suite_name)
     thresholds = load_thresholds(thresholds_path) if thresholds_path else None  # a bad file fails before any run
     out = (out or Path("outputs") / "bench" / suite.name).resolve()

@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from distillkit.config import compose_config, one_line
 from distillkit.errors import UserError
 
 USAGE = """usage: distillkit <command> [arguments]
@@ -89,45 +90,6 @@ def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
         else:
             choices.append([o.input_line])
     return [list(c) for c in itertools.islice(itertools.product(*choices), 64)]
-
-
-def compose_config(overrides: list[str], with_hydra: bool = False):
-    """The composed config for ``overrides`` (``with_hydra``: and its ``hydra`` node), with Hydra's errors
-    turned into one-line UserErrors."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import OmegaConfBaseException, ValidationError
-
-    from distillkit.config import config_dir, group_options
-
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="distillkit"):
-            return compose("config", overrides=overrides, return_hydra_config=with_hydra)
-    except MissingConfigException as err:
-        missing = (err.missing_cfg_file or "").strip("/")
-        group, _, name = missing.rpartition("/")
-        if group:
-            raise UserError(f"unknown {group} '{name}' (choose from: {', '.join(group_options(group))})") from None
-        raise UserError(str(err).splitlines()[0]) from None
-    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
-        invalid = err.__cause__ if isinstance(err.__cause__, ValidationError) else err
-        if isinstance(invalid, ValidationError) and getattr(invalid, "full_key", None):
-            # a value of the wrong type for a typed key (Hydra's own nodes, e.g. hydra.launcher.timeout_min)
-            raise UserError(f"{invalid.full_key}: {str(invalid.msg).splitlines()[0]}") from None
-        raise UserError(one_line(err)) from None
-
-
-def one_line(err: Exception) -> str:
-    """Hydra's and OmegaConf's multi-line messages, and their causes, as one line."""
-    parts = []
-    for e in (err, err.__cause__):
-        if e is not None:
-            parts += [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(
-                ("full_key:", "object_type=", "reference_type=", "To append"))]
-    text = " ".join(dict.fromkeys(parts)) or type(err).__name__
-    if "not in struct" in text:
-        text += " (check the spelling; '+key=value' adds a new key; 'distillkit run --cfg job' shows the keys)"
-    return text
 
 
 def pop_option(args: list[str], flag: str) -> tuple[Path | None, list[str]]:
@@ -253,15 +215,24 @@ def list_command(args: list[str]) -> int:
 
 
 def bench_command(args: list[str]) -> int:
-    from distillkit.bench import bench_command as bench
+    from distillkit.bench import run_bench
 
-    return bench(args)
+    out, args = pop_option(args, "--out")
+    thresholds, args = pop_option(args, "--check")
+    rest = [a for a in args if a != "--dry-run"]
+    names = [a for a in rest if "=" not in a]
+    if len(names) != 1:
+        raise UserError("usage: distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] [--dry-run]")
+    return run_bench(names[0], [a for a in rest if "=" in a], out, thresholds, dry_run="--dry-run" in args)
 
 
 def report_command(args: list[str]) -> int:
-    from distillkit.report import report_command as report
+    from distillkit.report import report_runs
 
-    return report(args)
+    out, args = pop_option(args, "--out")
+    if not args:
+        raise UserError("usage: distillkit report RUN_DIR... [--out DIR]")
+    return report_runs([Path(a) for a in args], out)
 
 
 COMMANDS = {"run": run_command, "eval": eval_command, "bench": bench_command, "report": report_command,

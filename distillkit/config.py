@@ -1,5 +1,6 @@
 """Where the Hydra config lives, its groups (the one list ``distillkit list``, ``--help`` and the tests
-read), single group files by name, and the resolvers configs may use."""
+read), single group files by name, the resolvers configs may use, and composing the config for a list of
+overrides with Hydra's errors as one line (``compose_config``: the CLI, ``distillkit bench``, scripts, tests)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,40 @@ def evaluator_direction(target: str) -> str:
 
 
 OmegaConf.register_new_resolver("distillkit_direction", evaluator_direction, replace=True)
+
+
+def compose_config(overrides: list[str], with_hydra: bool = False):
+    """The composed config for ``overrides`` (``with_hydra``: and its ``hydra`` node), with Hydra's errors
+    turned into one-line UserErrors."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="distillkit"):
+            return compose("config", overrides=overrides, return_hydra_config=with_hydra)
+    except MissingConfigException as err:
+        missing = (err.missing_cfg_file or "").strip("/")
+        group, _, name = missing.rpartition("/")
+        if group:
+            raise UserError(f"unknown {group} '{name}' (choose from: {', '.join(group_options(group))})") from None
+        raise UserError(str(err).splitlines()[0]) from None
+    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
+        invalid = err.__cause__ if isinstance(err.__cause__, ValidationError) else err
+        if isinstance(invalid, ValidationError) and getattr(invalid, "full_key", None):
+            # a value of the wrong type for a typed key (Hydra's own nodes, e.g. hydra.launcher.timeout_min)
+            raise UserError(f"{invalid.full_key}: {str(invalid.msg).splitlines()[0]}") from None
+        raise UserError(one_line(err)) from None
+
+
+def one_line(err: Exception) -> str:
+    """Hydra's and OmegaConf's multi-line messages, and their causes, as one line."""
+    parts = []
+    for e in (err, err.__cause__):
+        if e is not None:
+            parts += [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(
+                ("full_key:", "object_type=", "reference_type=", "To append"))]
+    text = " ".join(dict.fromkeys(parts)) or type(err).__name__
+    if "not in struct" in text:
+        text += " (check the spelling; '+key=value' adds a new key; 'distillkit run --cfg job' shows the keys)"
+    return text

@@ -210,16 +210,14 @@ def write_report(rows: list[Row], out: Path, title: str, stem: str = "bench") ->
     return out / f"{stem}.md"
 
 
-def report_command(args: list[str]) -> int:
-    from distillkit.cli import pop_option
-
-    out, args = pop_option(args, "--out")
-    if not args:
-        raise UserError("usage: distillkit report RUN_DIR... [--out DIR]")
-    rows = collect([Path(a) for a in args])
+def report_runs(paths: list[Path], out: Path | None) -> int:
+    """``distillkit report``: the table of every run below ``paths``, printed and written to ``out`` (default:
+    the first path)."""
+    rows = collect(paths)
+    names = ", ".join(map(str, paths))
     if not rows:
-        raise UserError(f"no evaluated run (results.json with metrics) under {', '.join(args)}")
-    path = write_report(rows, out or Path(args[0]), f"report of {', '.join(args)}", stem="report")
-    print(markdown(rows, f"report of {', '.join(args)}"), end="")
+        raise UserError(f"no evaluated run (results.json with metrics) under {names}")
+    path = write_report(rows, out or paths[0], f"report of {names}", stem="report")
+    print(markdown(rows, f"report of {names}"), end="")
     print(f"report -> {path}")
     return 0
