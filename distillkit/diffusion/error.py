@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from distillkit.diffusion.denoisers import noise_schedule
+from distillkit.progress import progress
 from distillkit.training import autocast
 
 
@@ -27,7 +28,8 @@ def denoising_error(model, pixels: torch.Tensor, labels: torch.Tensor, train_cfg
                         generator=torch.Generator(device).manual_seed(seed))
     model.eval()
     errors = torch.zeros(len(pixels), device=device)
-    for start in range(0, len(pixels), batch_size):
+    # minutes for a whole training set on a CPU (D2C scores 60 000 images × |T|): a bar, or a log line a minute
+    for start in progress(range(0, len(pixels), batch_size), desc="denoising error", leave=False):
         clean, cond = pixels[start:start + batch_size], labels[start:start + batch_size]
         for t, eps in zip(steps, noise):
             t_batch = t.repeat(len(clean))
