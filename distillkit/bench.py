@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distillkit.config import compose_config, config_dir, group_options
 from distillkit.errors import UserError
+from distillkit.validation import explain
 
 log = logging.getLogger("distillkit")
 
@@ -92,9 +93,7 @@ def load_suite(name_or_path: str) -> Suite:
     try:
         suite = Suite.model_validate({"name": path.stem, **(raw or {})})
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"{path}: {where}: {first['msg']}") from None
+        raise UserError(f"{path}: {explain(err)}") from None
     for group, names in (("dataset", suite.datasets), ("budget", [suite.budget]),
                          ("method", [method_choice(m, o) for m, o in suite.methods.items()])):
         unknown = [n for n in names if n not in group_options(group)]

@@ -170,7 +170,7 @@ def plots(rows: list[Row], out: Path) -> list[Path]:
             cells = sorted(cells, key=lambda r: r.ipc or 0)
             ax.errorbar([r.ipc for r in cells], [r.mean for r in cells], yerr=[r.std for r in cells],
                         marker="o", capsize=3, label=method)
-        ax.set(xscale="log", xlabel="images per class", ylabel=label(metric, methods), title=dataset)
+        ax.set(xscale="log", xlabel="images per class", ylabel=label(next(iter(methods.values()))[0]), title=dataset)
         ax.legend(fontsize=7)
         written.append(save(fig, out / f"{metric}_vs_ipc_{dataset}.png"))
     for metric in sorted({r.metric for r in rows}):
@@ -178,17 +178,16 @@ def plots(rows: list[Row], out: Path) -> list[Path]:
         for r in (r for r in rows if r.metric == metric):
             ax.errorbar(r.seconds, r.mean, yerr=r.std, marker="o", capsize=3)
             ax.annotate(r.cell, (r.seconds, r.mean), fontsize=6)
-        ax.set(xscale="log", xlabel="wall-clock (s)", ylabel=label(metric, {"": [r for r in rows if r.metric == metric]}))
+        ax.set(xscale="log", xlabel="wall-clock (s)", ylabel=label(next(r for r in rows if r.metric == metric)))
         written.append(save(fig, out / f"{metric}_vs_seconds.png"))
     plt.close("all")
     return written
 
 
-def label(metric: str, rows_by_method: dict[str, list[Row]]) -> str:
-    """The axis label: the metric, its unit, and which way is better."""
-    first = next(iter(rows_by_method.values()))[0]
-    unit = f" ({first.unit})" if first.unit else ""
-    return f"{metric}{unit}, {'higher' if first.higher_is_better else 'lower'} is better"
+def label(row: Row) -> str:
+    """The axis label of a row's metric: its name, its unit, and which way is better."""
+    unit = f" ({row.unit})" if row.unit else ""
+    return f"{row.metric}{unit}, {'higher' if row.higher_is_better else 'lower'} is better"
 
 
 def save(fig, path: Path) -> Path:

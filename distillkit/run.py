@@ -191,7 +191,6 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
         ctx.tracker.log_metrics({f"{report.primary}/mean": metric.mean, f"{report.primary}/std": metric.std,
                                  **{f"seconds/{k}": v for k, v in artefacts.seconds.items()}})
     ctx.tracker.log_metrics(as_metrics(ledger))
-    ctx.tracker.finish({**({report.primary: report.primary_metric.mean} if report is not None else {}),
-                        **as_metrics(ledger)})
+    ctx.tracker.finish({report.primary: report.primary_metric.mean} if report is not None else {})
     return payload
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distillkit.config import config_dir, group_options
 from distillkit.errors import UserError
+from distillkit.validation import explain
 
 
 class Thresholds(BaseModel):
@@ -40,8 +41,7 @@ def load_thresholds(path: Path) -> Thresholds:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         return Thresholds.model_validate(raw or {})
     except ValidationError as err:
-        first = err.errors()[0]
-        raise UserError(f"{path}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        raise UserError(f"{path}: {explain(err)}") from None
     except Exception as err:  # a YAML syntax error
         raise UserError(f"{path}: not a readable thresholds file ({str(err).splitlines()[0]})") from None
 
