@@ -31,8 +31,8 @@ def test_rounds_fill_a_bounded_buffer_and_train_the_learner_above_chance(tmp_pat
     per_round, batches = [], []
     play_round, step = Rounds.round, ClassifierLearner.step
 
-    def recorded_round(self, stages, buffer, ctx):
-        play_round(self, stages, buffer, ctx)
+    def recorded_round(self, stages, buffer, ctx, clock=None):
+        play_round(self, stages, buffer, ctx, clock)
         per_round.append((len(buffer), buffer.added))
 
     def recorded_step(self, batch, ctx):
@@ -93,6 +93,32 @@ def test_an_interrupted_rounds_run_resumes_to_the_same_buffer_and_learner(tmp_pa
     assert torch.equal(state_a["buffer"]["scores"], state_b["buffer"]["scores"])
     learner_a, learner_b = state_a["stages"]["learner"]["model"], state_b["stages"]["learner"]["model"]
     assert all(torch.equal(learner_a[k], learner_b[k]) for k in learner_a)
+
+
+def test_the_learning_curve_reads_the_held_out_tenth_changes_nothing_and_resumes(tmp_path, monkeypatch):
+    """``curve_every=2`` over 4 rounds: the learner's held-out accuracy after rounds 2 and 4 with the seconds in
+    rounds so far; the run's result is the one without a curve, the test set stays the evaluator's alone, and a
+    run interrupted after round 2 ends with the same points."""
+    args = ("schedule.rounds=4", "schedule.steps_per_round=20")
+    plain_run = rounds_run(tmp_path / "plain", *args)
+    whole = rounds_run(tmp_path / "a", *args, "schedule.curve_every=2")
+    assert whole["metrics"] == plain_run["metrics"] and "curve" not in plain_run
+
+    curve = whole["curve"]
+    assert [p["round"] for p in curve] == [2, 4] and [p["images_generated"] for p in curve] == [60, 120]
+    assert 0 < curve[0]["seconds"] < curve[1]["seconds"] <= whole["seconds"]["rounds"]
+    halves = whole["rounds_seconds"]
+    assert set(halves) == {"synthesis", "learning"} and min(halves.values()) > 0
+    assert sum(halves.values()) == pytest.approx(curve[1]["seconds"], abs=2e-3)
+    assert curve[1]["held_out_accuracy"] > 50  # ten classes: chance is 10 %
+    saved = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert saved["curve"] == curve and saved["test_set_readers"] == plain_run["test_set_readers"]
+
+    interrupted_after_round(monkeypatch, 2, lambda: rounds_run(tmp_path / "b", *args, "schedule.curve_every=2"))
+    resumed = rounds_run(tmp_path / "b", *args, "schedule.curve_every=2")
+    assert [(p["round"], p["held_out_accuracy"]) for p in resumed["curve"]] == \
+        [(p["round"], p["held_out_accuracy"]) for p in curve]
+    assert resumed["curve"][0]["seconds"] < resumed["curve"][1]["seconds"]
 
 
 def test_a_nan_learner_loss_is_a_diverged_error_naming_the_round(tmp_path, monkeypatch):

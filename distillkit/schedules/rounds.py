@@ -10,12 +10,20 @@ round the buffer is the distilled set and the evaluator assesses the learner's n
 Every ``checkpoint_every`` rounds the whole state — every stage's state (a generator's RNG…), the
 buffer, the learner's network and optimiser, the global RNG — goes to ``run_dir/rounds_checkpoint.pt``;
 the same command continues from it and ends exactly where an uninterrupted run ends.
+
+results.json's ``rounds_seconds`` splits the time in rounds into synthesis (generator, scorer, buffer) and
+learning (sampler and learner). With ``curve_every`` the learner's accuracy on the held-out tenth of the training data (``ctx.split``; never
+the sealed test set) is taken every that many rounds, beside the seconds spent in rounds so far (not counting
+these evaluations or the checkpoints): results.json's ``curve``, from which a method's time to an accuracy is
+read (SSD-KD's "as accurate, sooner").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,6 +36,7 @@ from distillkit.progress import progress
 from distillkit.schedules import Artefacts, Outcome, Schedule, Stages, prepare_roles
 from distillkit.schedules.buffer import ReplayBuffer
 from distillkit.stages import Scores
+from distillkit.training import accuracy
 from distillkit.validation import ConfigError, Float, PositiveInt, Resume, plain, validated
 
 log = logging.getLogger("distillkit")
@@ -43,7 +52,7 @@ class Rounds(Schedule):
                  buffer_size: PositiveInt | Literal["ipc", "unbounded"] = 1000,
                  replace: Literal["oldest", "lowest", "balanced"] = "oldest",
                  admit: Annotated[Float, Field(gt=0, le=1)] = 1.0, new_score: Literal["scorer", "max"] = "scorer",
-                 checkpoint_every: PositiveInt = 1, resume: Resume = "auto"):
+                 checkpoint_every: PositiveInt = 1, resume: Resume = "auto", curve_every: PositiveInt | None = None):
         if replace == "balanced" and buffer_size == "unbounded":
             raise ConfigError("replace", "a balanced buffer needs a size (buffer_size: a number or ipc)")
         if admit < 1 and replace != "balanced":
@@ -51,6 +60,7 @@ class Rounds(Schedule):
         self.rounds, self.steps_per_round, self.buffer_size = rounds, steps_per_round, buffer_size
         self.replace, self.admit, self.new_score = replace, admit, new_score
         self.checkpoint_every, self.resume = checkpoint_every, resume_mode(resume)
+        self.curve_every = curve_every
 
     def capacity(self, ctx) -> int | None:
         """The buffer's size: a number, ipc × classes, or None (unbounded)."""
@@ -82,17 +92,19 @@ class Rounds(Schedule):
         buffer = self.buffer(ctx)
         path = Path(ctx.run_dir) / CHECKPOINT_NAME if ctx.run_dir is not None else None
         checkpoint = Checkpoint(path, "rounds", self.settings(ctx), self.resume, "schedule.resume")
-        start = self.restore(checkpoint, stages, buffer, ctx)
+        start, clock, curve = self.restore(checkpoint, stages, buffer, ctx)
         with artefacts.timed("rounds"):
             for done in progress(range(start, self.rounds), desc="rounds", total=self.rounds - start):
-                self.round(stages, buffer, ctx)
+                self.round(stages, buffer, ctx, clock)
+                if self.curve_every is not None and ((done + 1) % self.curve_every == 0 or done + 1 == self.rounds):
+                    curve.point(done + 1, clock.total, learner.model, buffer, ctx)
                 if (done + 1) % self.checkpoint_every == 0 or done + 1 == self.rounds:
                     if not torch.isfinite(buffer.scores).all():  # the only host sync of the loop
                         where = (f"last good checkpoint: {checkpoint.last_saved}" if checkpoint.last_saved is not None
                                  else "no checkpoint was written yet")
                         raise DivergedError(f"rounds: the learner's losses became NaN or infinite by round {done + 1} "
                                             f"(lower learner.lr; {where})")
-                    checkpoint.save(done + 1, self.state(stages, buffer))
+                    checkpoint.save(done + 1, self.state(stages, buffer, clock, curve))
         # every batch offered to the buffer, before an interruption too (the buffer's count is checkpointed)
         artefacts.images_generated += buffer.offered if stages.generator.makes_images else 0
         distilled = buffer.set.to("cpu")
@@ -101,34 +113,80 @@ class Rounds(Schedule):
             report = stages.evaluator.assess([learner.model], ctx)
         report.details["buffer"] = {"size": len(buffer), "capacity": buffer.size, "peak": buffer.peak,
                                     "samples_generated": buffer.offered, "samples_admitted": buffer.added}
+        report.details["rounds_seconds"] = clock.state_dict()
+        if self.curve_every is not None:
+            report.details["curve"] = curve.points
         return Outcome("evaluated", distilled, report)
 
-    def round(self, stages: Stages, buffer: ReplayBuffer, ctx) -> None:
-        batch = stages.generator(ctx)
-        scores = stages.scorer(batch, ctx)
-        buffer.add(batch, None if scores is None else scores.pool)
-        for _ in range(self.steps_per_round):
-            scores = Scores(buffer.scores)
-            indices = stages.sampler(buffer.set, scores, ctx)
-            weights = stages.sampler.weights(buffer.set, scores, indices, ctx)
-            batch = dataclasses.replace(buffer.set.subset(indices), weights=weights)
-            buffer.update(indices, stages.learner.step(batch, ctx))
+    def round(self, stages: Stages, buffer: ReplayBuffer, ctx, clock: RoundsClock | None = None) -> None:
+        clock = clock or RoundsClock()
+        with clock.phase("synthesis", ctx.device):
+            batch = stages.generator(ctx)
+            scores = stages.scorer(batch, ctx)
+            buffer.add(batch, None if scores is None else scores.pool)
+        with clock.phase("learning", ctx.device):
+            for _ in range(self.steps_per_round):
+                scores = Scores(buffer.scores)
+                indices = stages.sampler(buffer.set, scores, ctx)
+                weights = stages.sampler.weights(buffer.set, scores, indices, ctx)
+                batch = dataclasses.replace(buffer.set.subset(indices), weights=weights)
+                buffer.update(indices, stages.learner.step(batch, ctx))
 
     @staticmethod
-    def state(stages: Stages, buffer: ReplayBuffer) -> dict:
+    def state(stages: Stages, buffer: ReplayBuffer, clock: RoundsClock, curve: LearningCurve) -> dict:
         return {"stages": {name: stage.state_dict() for name, stage in stages.named().items()},
-                "buffer": buffer.state_dict(), "rng": torch.get_rng_state()}
+                "buffer": buffer.state_dict(), "rng": torch.get_rng_state(), "clock": clock.state_dict(),
+                "curve": curve.points}
 
     @staticmethod
-    def restore(checkpoint: Checkpoint, stages: Stages, buffer: ReplayBuffer, ctx) -> int:
-        """The first round to run: 0, or the one after the checkpoint's (whose state is restored)."""
+    def restore(checkpoint: Checkpoint, stages: Stages, buffer: ReplayBuffer,
+                ctx) -> tuple[int, RoundsClock, LearningCurve]:
+        """The first round to run (0, or the one after the checkpoint's, whose state is restored), the clock
+        and the curve so far."""
         resumed = checkpoint.load()
         if resumed is None:
-            return 0
+            return 0, RoundsClock(), LearningCurve()
         done, state = resumed
         for name, stage in stages.named().items():
             stage.load_state_dict(state["stages"][name])
         buffer.load_state_dict(state["buffer"], ctx.device)
         torch.set_rng_state(state["rng"])
         log.info("rounds: resumed from %s after round %d", checkpoint.path, done)
-        return done
+        return done, RoundsClock(**state.get("clock", {})), LearningCurve(state.get("curve"))
+
+
+class RoundsClock:
+    """Seconds spent in the two halves of the rounds so far — ``synthesis`` (generator, scorer, buffer) and
+    ``learning`` (sampler and learner steps) — without checkpoints or curve points; on a GPU each half ends
+    when its queued work has run (one synchronisation per half, never inside one). Resumable."""
+
+    def __init__(self, synthesis: float = 0.0, learning: float = 0.0):
+        self.seconds = {"synthesis": synthesis, "learning": learning}
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    @contextmanager
+    def phase(self, name: str, device: torch.device):
+        started = time.perf_counter()
+        yield
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.seconds[name] += time.perf_counter() - started
+
+    def state_dict(self) -> dict:
+        return {name: round(seconds, 3) for name, seconds in self.seconds.items()}
+
+
+class LearningCurve:
+    """The learner's held-out accuracy against the seconds spent in rounds (``curve_every``)."""
+
+    def __init__(self, points: list[dict] | None = None):
+        self.points = list(points or [])
+
+    def point(self, rounds: int, seconds: float, model: torch.nn.Module, buffer: ReplayBuffer, ctx) -> None:
+        held_out = accuracy(model, ctx.split.held_out_images, ctx.split.held_out_labels)
+        self.points.append({"round": rounds, "seconds": round(seconds, 3), "images_generated": buffer.offered,
+                            "held_out_accuracy": held_out})
+        log.info("rounds: round %d, %.0f s, held-out accuracy %.2f %%", rounds, seconds, held_out)
