@@ -4,6 +4,7 @@
 # (ipc=600), `fast_dfkd` with its unbounded bank, `deepinversion`, then SSD-KD's ablations — each at seeds 0, 1, 2,
 # every rounds run with a learning curve on the held-out tenth (schedule.curve_every) for the time-to-accuracy
 # comparison (scripts/ssdkd_speedup.py). Rerunning the script skips what is finished.
+# ROWs pick rows (default: all, in the order below); SEEDS picks seeds (default "0 1 2").
 #   DISTILLKIT_CACHE=/tmp/dk_roles OMP_NUM_THREADS=1 bash scripts/bench_ssdkd_fmnist.sh [ROW ...]   → outputs/bench/ssdkd_fmnist/
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +15,11 @@ rows=("$@")
                                ssdkd_uniform ssdkd_no_partial)
 for row in "${rows[@]}"; do
   if [ "$row" = kd_random ]; then   # one run: the evaluator distils the budget's seeds of students on the subset
-    bash scripts/bench_run.sh "$out" kd_random method=random evaluator=kd_student "${common[@]}"
+    bash scripts/bench_run.sh "$out" kd_random method=random evaluator=kd_student "${common[@]}" \
+      model@roles.teacher.model=convnet_bn   # the data-free rows' teacher
     continue
   fi
-  for seed in 0 1 2; do
+  for seed in ${SEEDS:-0 1 2}; do
     bash scripts/bench_run.sh "$out" "${row}_s$seed" "method=$row" "${common[@]}" "seed=$seed" schedule.curve_every=4
   done
 done

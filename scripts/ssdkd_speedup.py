@@ -5,7 +5,8 @@
 Runs are the folders ``<row>_s<seed>`` (a ``rounds`` method with ``schedule.curve_every``) and ``kd_random`` (KD
 on a real subset, one run with several students). For each row: the student's test accuracy (mean ± std over
 seeds), the teacher's, the seconds of synthesis and of learning (``rounds_seconds``), the evaluator's, the
-buffer's peak and the process's peak RSS. Then, on the learning curves (held-out accuracy against the seconds
+buffer's peak in images and as stored (the saved set is the whole buffer or bank at the end, its peak) and the
+process's peak RSS. Then, on the learning curves (held-out accuracy against the seconds
 in rounds): the reference row's final held-out accuracy (mean over its seeds) is the target; each row's time
 to it is, per seed, the first curve point at or above it (a point every ``curve_every`` rounds: an upper
 bound), and its speed-up is the reference's mean rounds time over that. "At equal time" compares each row's
@@ -53,7 +54,7 @@ def time_to(curve: list[dict], target: float) -> float | None:
 
 def table(rows: dict[str, list[dict]]) -> list[str]:
     lines = ["| row | seeds | student accuracy % (test) | teacher % | synthesis s | learning s | evaluator s | "
-             "buffer peak | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+             "buffer peak (stored MiB) | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in rows.items():
         student = [r for run in runs for r in run["metrics"]["student_accuracy"]["runs"]]
         teacher = [run["metrics"]["teacher_accuracy"]["mean"] for run in runs]
@@ -62,10 +63,11 @@ def table(rows: dict[str, list[dict]]) -> list[str]:
         learning = [h["learning"] for h in halves if h]
         evaluator = [run["seconds"].get("evaluator", 0.0) for run in runs]
         peak = {run["buffer"]["peak"] for run in runs if run.get("buffer")}
+        stored = max((run["cost"]["distilled_set_bytes"] or 0) / 2 ** 20 for run in runs)
         rss = [run["cost"]["peak_rss_mib"] for run in runs]
         lines.append(f"| `{name}` | {len(student)} | {mean_std(student)} | {statistics.mean(teacher):.2f} | "
                      f"{mean_std(synthesis, 0)} | {mean_std(learning, 0)} | {mean_std(evaluator, 0)} | "
-                     f"{', '.join(map(str, sorted(peak))) or '—'} | {max(rss):.0f} |")
+                     f"{', '.join(map(str, sorted(peak))) or '—'} ({stored:.1f}) | {max(rss):.0f} |")
     return lines
 
 
