@@ -70,3 +70,13 @@ def held_out(labels: torch.Tensor, num_classes: int, fraction: float, seed: int)
         held.append(members[:count])
         kept.append(members[count:])
     return torch.cat(kept).sort().values, torch.cat(held).sort().values
+
+
+def within_class_quantiles(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each sample's rank within its class as a fraction, 0 for the class's lowest score and 1 for its highest
+    (how far along its class's easy → hard order a pick sits)."""
+    out = torch.empty(len(scores), dtype=torch.double)
+    for c in labels.unique():
+        members = torch.nonzero(labels == c).flatten()
+        out[members] = scores[members].argsort().argsort().double() / max(len(members) - 1, 1)
+    return out

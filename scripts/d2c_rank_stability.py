@@ -28,6 +28,7 @@ from distillkit.cli import compose_config
 from distillkit.generators.real import RealPool
 from distillkit.run import make_context, plan
 from distillkit.samplers.interval import IntervalSampler
+from distillkit.selection import within_class_quantiles
 from distillkit.stages import Scores
 from distillkit.tracking import NoTracker
 
@@ -41,15 +42,6 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 def per_class_mean(labels: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> float:
     classes = labels.unique()
     return sum(spearman(a[labels == c], b[labels == c]) for c in classes) / len(classes)
-
-
-def quantiles(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each sample's rank within its class, as a fraction (0 = easiest, 1 = hardest)."""
-    out = torch.empty(len(scores), dtype=torch.double)
-    for c in labels.unique():
-        members = torch.nonzero(labels == c).flatten()
-        out[members] = scores[members].argsort().argsort().double() / max(len(members) - 1, 1)
-    return out
 
 
 def main() -> None:
@@ -79,7 +71,7 @@ def main() -> None:
         pairs = list(itertools.combinations(scores[t], 2))
         picks = [sampler(pool, Scores(s.to(ctx.device)), ctx).cpu() for s in scores[t]]
         agree = [len(set(a.tolist()) & set(b.tolist())) / len(a) for a, b in itertools.combinations(picks, 2)]
-        q = [quantiles(s, labels) for s in scores[t]]
+        q = [within_class_quantiles(s, labels) for s in scores[t]]
         band = [float((q[i][picks[i]] - q[j][picks[i]]).abs().mean())
                 for i, j in itertools.permutations(range(len(q)), 2)]
         rows.append({"timesteps": t, "seeds_rho": sum(per_class_mean(labels, a, b) for a, b in pairs) / len(pairs),

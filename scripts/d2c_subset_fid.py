@@ -25,19 +25,10 @@ from distillkit.evaluators.generative import FrechetDistance, JudgeFeatures
 from distillkit.generators.real import RealPool
 from distillkit.run import make_context, plan
 from distillkit.samplers.interval import IntervalSampler
-from distillkit.selection import random_per_class, seeded
+from distillkit.selection import random_per_class, seeded, within_class_quantiles
 from distillkit.tracking import NoTracker
 
 JUDGE = "judge"
-
-
-def class_quantiles(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each sample's rank within its class as a fraction (0 = the lowest score)."""
-    out = torch.empty(len(scores), dtype=torch.double)
-    for c in labels.unique():
-        members = torch.nonzero(labels == c).flatten()
-        out[members] = scores[members].argsort().argsort().double() / max(len(members) - 1, 1)
-    return out
 
 
 def main() -> None:
@@ -52,7 +43,7 @@ def main() -> None:
     ctx = make_context(cfg, None, the_plan.roles, NoTracker())
     pool = RealPool()(ctx)
     scores = the_plan.stages.scorer(pool, ctx)
-    quantile = class_quantiles(scores.pool.float().cpu(), pool.labels.cpu())
+    quantile = within_class_quantiles(scores.pool.float().cpu(), pool.labels.cpu())
     features = JudgeFeatures(ctx.role(JUDGE), pool.images[:1])
     with ctx.final_evaluation("scripts/d2c_subset_fid.py"):
         fid = FrechetDistance(features, ctx.test_images, 500)

@@ -20,6 +20,7 @@ from distillkit.roles.diffusion import LocalDiffusion
 from distillkit.run import execute
 from distillkit.samplers.interval import IntervalSampler, interval_step, ranks
 from distillkit.scorers.diffusion_difficulty import DiffusionDifficulty
+from distillkit.selection import within_class_quantiles
 from distillkit.stages import Scores
 from distillkit.validation import build
 from support import TINY, StubContext, StubRole, compose, tiny_context, tiny_dit_pipeline
@@ -231,3 +232,11 @@ def test_select_only_runs_end_to_end_and_follows_the_interval_rule(tmp_path, mon
         ascending = members[torch.sort(scores[members], stable=True).indices]
         expected = pool.images[ascending[[0, k]]]
         assert torch.equal(distilled.images[distilled.labels == c], expected.cpu())
+
+
+def test_within_class_quantiles_rank_each_sample_inside_its_own_class():
+    scores = torch.tensor([5.0, 1.0, 3.0, 10.0, 0.0, 7.0, 2.0])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2])
+    quantiles = within_class_quantiles(scores, labels)
+    # class 0: 1 < 3 < 5; class 1: 0 < 7 < 10; class 2 alone sits at 0
+    assert quantiles.tolist() == [1.0, 0.0, 0.5, 1.0, 0.0, 0.5, 0.0]
