@@ -10,7 +10,8 @@ process's peak RSS. Then, on the learning curves (held-out accuracy against the 
 in rounds): the reference row's final held-out accuracy (mean over its seeds) is the target; each row's time
 to it is, per seed, the first curve point at or above it (a point every ``curve_every`` rounds: an upper
 bound), and its speed-up is the reference's mean rounds time over that. "At equal time" compares each row's
-final held-out accuracy with the reference's curve at the row's own rounds time (linear between points).
+final held-out accuracy with the reference's curve at the row's own rounds time (linear between points). Last,
+each row's mean held-out accuracy at every curve round.
 """
 
 from __future__ import annotations
@@ -93,13 +94,27 @@ def speedups(rows: dict[str, list[dict]], reference: str) -> list[str]:
     return lines
 
 
+def curves(rows: dict[str, list[dict]]) -> list[str]:
+    """Held-out accuracy at each curve round, mean over a row's seeds (rounds every row measured)."""
+    curved = {name: [run["curve"] for run in runs if run.get("curve")] for name, runs in rows.items()}
+    curved = {name: c for name, c in curved.items() if c}
+    if not curved:
+        return []
+    common = sorted(set.intersection(*({p["round"] for p in c} for cs in curved.values() for c in cs)))
+    lines = ["| row | " + " | ".join(f"r{r}" for r in common) + " |", "|---|" + "---|" * len(common)]
+    for name, cs in curved.items():
+        at = [statistics.mean(p["held_out_accuracy"] for c in cs for p in c if p["round"] == r) for r in common]
+        lines.append(f"| `{name}` | " + " | ".join(f"{a:.1f}" for a in at) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="the benchmark's output folder")
     parser.add_argument("--reference", default="fast_dfkd", help="the row whose final accuracy is the target")
     args = parser.parse_args()
     rows = load_rows(args.folder)
-    print("\n".join(table(rows) + [""] + speedups(rows, args.reference)))
+    print("\n".join(table(rows) + [""] + speedups(rows, args.reference) + [""] + curves(rows)))
 
 
 if __name__ == "__main__":
