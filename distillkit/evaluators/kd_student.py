@@ -15,6 +15,7 @@ import math
 import torch
 
 from distillkit.learners.kd import KDStudent
+from distillkit.progress import progress
 from distillkit.selection import seeded
 from distillkit.stages import EvalReport, Evaluator, Metric
 from distillkit.training import accuracy
@@ -51,7 +52,7 @@ class KDStudentEvaluator(Evaluator):
             learner = KDStudent(**self.learner_settings)
             learner.begin(ctx.build_model(self.model), ctx)
             order_rng = seeded(s)
-            for _ in range(self.epochs):
+            for _ in progress(range(self.epochs), desc=f"kd student {s - self.seed + 1}/{self.num_seeds} (epochs)"):
                 order = torch.randperm(n, generator=order_rng).to(ctx.device)
                 for start in range(0, n, batch):
                     learner.step(distilled.subset(order[start:start + batch]), ctx)
