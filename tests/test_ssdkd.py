@@ -231,3 +231,34 @@ def test_kd_student_evaluates_any_distilled_set_as_a_transfer_set(tmp_path):
     results = execute(compose(*TINY, "method=dm", "ipc=2", "evaluator=kd_student"), tmp_path)
     assert results["primary_metric"] == {"name": "student_accuracy", "higher_is_better": True, "unit": "%"}
     assert len(results["metrics"]["student_accuracy"]["runs"]) == 1 and "teacher_accuracy" in results["metrics"]
+
+
+def test_the_speedup_script_reads_time_to_the_reference_accuracy_from_the_curves(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "scripts" / "ssdkd_speedup.py"
+    spec = importlib.util.spec_from_file_location("ssdkd_speedup", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def record(name: str, seed: int, points: list[tuple[float, float]], accuracy: float) -> None:
+        folder = tmp_path / f"{name}_s{seed}"
+        folder.mkdir()
+        curve = [{"round": 4 * (i + 1), "seconds": s, "images_generated": 0, "held_out_accuracy": a}
+                 for i, (s, a) in enumerate(points)]
+        (folder / "results.json").write_text(json.dumps({
+            "metrics": {"student_accuracy": {"runs": [accuracy]}, "teacher_accuracy": {"mean": 90.0}},
+            "rounds_seconds": {"synthesis": 1.0, "learning": 2.0}, "seconds": {"evaluator": 1.0},
+            "buffer": {"peak": 10}, "cost": {"peak_rss_mib": 100.0, "distilled_set_bytes": 2 ** 20}, "curve": curve}))
+
+    record("fast_dfkd", 0, [(100, 50.0), (200, 70.0), (300, 80.0)], 79.0)
+    record("fast_dfkd", 1, [(100, 50.0), (200, 70.0), (300, 80.0)], 81.0)
+    record("ssdkd", 0, [(100, 60.0), (200, 80.0), (300, 85.0)], 84.0)
+    rows = script.load_rows(tmp_path)
+    assert sorted(rows) == ["fast_dfkd", "ssdkd"] and len(rows["fast_dfkd"]) == 2
+    assert script.accuracy_at(rows["fast_dfkd"][0]["curve"], 150) == pytest.approx(60.0)
+    lines = "\n".join(script.speedups(rows, "fast_dfkd"))
+    # target 80 % reached by fast_dfkd at 300 s (its mean rounds time) and by ssdkd at 200 s: 1.5×
+    assert "80.00 %" in lines and "| `ssdkd` | 85.00 ± 0.00 | 300 ± 0 | 80.00 | 200 ± 0 (1/1) | 1.50× |" in lines
+    assert "| `fast_dfkd` | 2 | 80.00 ± 1.41 |" in "\n".join(script.table(rows))
