@@ -31,7 +31,7 @@ def test_rounds_fill_a_bounded_buffer_and_train_the_learner_above_chance(tmp_pat
     per_round, batches = [], []
     play_round, step = Rounds.round, ClassifierLearner.step
 
-    def recorded_round(self, stages, buffer, ctx, clock=None):
+    def recorded_round(self, stages, buffer, ctx, clock):
         play_round(self, stages, buffer, ctx, clock)
         per_round.append((len(buffer), buffer.added))
 

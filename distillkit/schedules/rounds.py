@@ -12,10 +12,10 @@ buffer, the learner's network and optimiser, the global RNG — goes to ``run_di
 the same command continues from it and ends exactly where an uninterrupted run ends.
 
 results.json's ``rounds_seconds`` splits the time in rounds into synthesis (generator, scorer, buffer) and
-learning (sampler and learner). With ``curve_every`` the learner's accuracy on the held-out tenth of the training data (``ctx.split``; never
-the sealed test set) is taken every that many rounds, beside the seconds spent in rounds so far (not counting
-these evaluations or the checkpoints): results.json's ``curve``, from which a method's time to an accuracy is
-read (SSD-KD's "as accurate, sooner").
+learning (sampler and learner). With ``curve_every`` the learner's accuracy on the held-out tenth of the
+training data (``ctx.split``; never the sealed test set) is taken every that many rounds, beside the seconds
+spent in rounds so far (not counting these evaluations or the checkpoints): results.json's ``curve``, from
+which a method's time to an accuracy is read (SSD-KD's "as accurate, sooner").
 """
 
 from __future__ import annotations
@@ -118,8 +118,7 @@ class Rounds(Schedule):
             report.details["curve"] = curve.points
         return Outcome("evaluated", distilled, report)
 
-    def round(self, stages: Stages, buffer: ReplayBuffer, ctx, clock: RoundsClock | None = None) -> None:
-        clock = clock or RoundsClock()
+    def round(self, stages: Stages, buffer: ReplayBuffer, ctx, clock: RoundsClock) -> None:
         with clock.phase("synthesis", ctx.device):
             batch = stages.generator(ctx)
             scores = stages.scorer(batch, ctx)
