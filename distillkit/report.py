@@ -3,7 +3,9 @@
 Every ``results.json`` below the given folders is a row (any mix of methods, datasets and evaluators): the
 primary metric as mean ± std over its seeds, the published number beside it, the gain over the ``random`` row
 of the same dataset, IPC and budget (paired over seeds when both rows have the same seeds), the wall-clock of
-the run and its peak memory (the cost ledger's, when the run has one). ``distillkit bench`` writes the same
+the run and its peak memory (the cost ledger's, when the run has one). Runs whose configs differ only in their
+top-level ``seed`` (a method run once per seed, as its seed changes what it distils) are one row over their seeds.
+``distillkit bench`` writes the same
 report for its cells. Files: ``report.json`` / ``bench.json`` (the rows), ``.md`` (the table) and plots —
 the primary metric against IPC, one figure per dataset and metric, and against wall-clock.
 """
@@ -17,9 +19,11 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distillkit.bench import fingerprint
 from distillkit.errors import UserError
 from distillkit.fairness import t_interval
 from distillkit.io import atomic_path, write_json
+from distillkit.stages import Metric
 
 
 @dataclass
@@ -41,6 +45,8 @@ class Row:
     device: str
     run_dir: str
     metrics: dict  # every named metric of the run: {name: {mean, std, runs}}
+    same_but_seed: str | None = None  # fingerprint of the run's config less its seed: runs sharing it are one row
+    seeds: list[int] | None = None  # top-level seeds of the runs in this row (None: a results.json without one)
     gain: float | None = None  # over the random row of the same dataset, IPC, budget and metric
     gain_ci: float | None = None  # half-width of its 95 % interval, paired over seeds; None with < 2 pairs
 
@@ -69,7 +75,9 @@ def read_row(path: Path) -> Row | None:
                mean=metric["mean"], std=metric["std"], runs=list(metric["runs"]), published=payload.get("published"),
                seconds=sum(payload.get("seconds", {}).values()), peak_mib=cost.get("peak_rss_mib"),
                device=payload.get("device_name", payload.get("device", "")), run_dir=str(path.parent),
-               metrics=payload["metrics"])
+               metrics=payload["metrics"], seeds=None if payload.get("seed") is None else [payload["seed"]],
+               same_but_seed=fingerprint({k: v for k, v in payload["config"].items() if k != "seed"})
+               if payload.get("config") else None)
 
 
 def collect(paths: list[Path]) -> list[Row]:
@@ -82,9 +90,35 @@ def collect(paths: list[Path]) -> list[Row]:
             files.append(path)
         else:
             files += sorted(p for pattern in ("results.json", "eval_results.json") for p in path.rglob(pattern))
-    rows = [row for f in dict.fromkeys(files) if (row := read_row(f)) is not None]
+    rows = merge_seeds([row for f in dict.fromkeys(files) if (row := read_row(f)) is not None])
     add_gains(rows)
     return rows
+
+
+def merge_seeds(rows: list[Row]) -> list[Row]:
+    """Rows whose runs differ only in their top-level seed as one row: every metric's runs joined in seed order
+    (mean and population std over them all), the mean wall-clock per run, the highest peak memory, the run
+    directory their common folder. Two runs of one config and one seed stay two rows (nothing to average)."""
+    groups: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[r.same_but_seed or r.run_dir].append(r)
+    merged = []
+    for group in groups.values():
+        seeds = [s for r in group for s in r.seeds or []]
+        if len(group) == 1 or len(seeds) != len(set(seeds)) or len(seeds) != len(group):
+            merged += group
+            continue
+        group.sort(key=lambda r: r.seeds)
+        seeds.sort()
+        metrics = {name: Metric.of([x for r in group for x in r.metrics[name]["runs"]]).as_dict()
+                   for name in set.intersection(*(set(r.metrics) for r in group))}
+        first, primary = group[0], metrics[group[0].metric]
+        peaks = [r.peak_mib for r in group if r.peak_mib is not None]
+        merged.append(Row(**{**asdict(first), "mean": primary["mean"], "std": primary["std"], "runs": primary["runs"],
+                             "seconds": sum(r.seconds for r in group) / len(group), "peak_mib": max(peaks, default=None),
+                             "run_dir": os.path.commonpath([r.run_dir for r in group]), "metrics": metrics,
+                             "seeds": seeds}))
+    return merged
 
 
 def add_gains(rows: list[Row]) -> None:
@@ -122,7 +156,7 @@ def markdown(rows: list[Row], title: str) -> str:
     shared = len({r.cell for r in rows}) < len(rows)
     root = os.path.commonpath([r.run_dir for r in rows]) if shared else ""
     lines = [f"# {title}", "", "| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | published | "
-             "gain over random (95 % CI) | wall s | peak MiB | hardware |", "|---" * (8 + shared) + "|"]
+             "gain over random (95 % CI) | wall s per run | peak MiB | hardware |", "|---" * (8 + shared) + "|"]
     for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method, r.run_dir)):
         direction = "" if r.higher_is_better else " ↓"
         gain = "—" if r.gain is None else (f"{r.gain:+.2f}" if r.unit == "%" else f"{r.gain:+.4g}") + (

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 
@@ -26,6 +25,7 @@ from distillkit.generators.real import RealPool
 from distillkit.run import make_context, plan
 from distillkit.samplers.interval import IntervalSampler
 from distillkit.selection import random_per_class, seeded, within_class_quantiles
+from distillkit.stages import Metric
 from distillkit.tracking import NoTracker
 
 JUDGE = "judge"
@@ -56,8 +56,8 @@ def main() -> None:
 
     rows = [row(f"random draw {s}", random_per_class(pool, ctx.ipc, ctx.data.num_classes, seeded(s)))
             for s in range(args.random_draws)]
-    draws = [r["fid_held_out"] for r in rows]
-    print(f"{'random':28s} FID {statistics.mean(draws):.5f} ± {statistics.stdev(draws):.5f}")
+    draws = Metric.of([r["fid_held_out"] for r in rows])  # mean ± population std, as in every results.json
+    print(f"{'random':28s} FID {draws.mean:.5f} ± {draws.std:.5f}")
     rows += [row(f"interval ratio {r:g}", IntervalSampler(ratio=r)(pool, scores, ctx)) for r in args.ratios]
     rows += [row(order, IntervalSampler(order=order)(pool, scores, ctx)) for order in ("easiest", "centre_out", "hardest")]
     print(json.dumps({"dataset": ctx.dataset_identity, "ipc": ctx.ipc, "scorer": str(cfg.scorer._target_),

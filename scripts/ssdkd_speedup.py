@@ -3,7 +3,7 @@
     python scripts/ssdkd_speedup.py outputs/bench/ssdkd_fmnist [--reference fast_dfkd]
 
 Runs are the folders ``<row>_s<seed>`` (a ``rounds`` method with ``schedule.curve_every``) and ``kd_random`` (KD
-on a real subset, one run with several students). For each row: the student's test accuracy (mean ± std over
+on a real subset, one run with several students). For each row: the student's test accuracy (mean ± population std over
 seeds), the teacher's, the seconds of synthesis and of learning (``rounds_seconds``), the evaluator's, the
 buffer's peak in images and as stored (the saved set is the whole buffer or bank at the end, its peak) and the
 process's peak RSS. Then, on the learning curves (held-out accuracy against the seconds
@@ -22,12 +22,15 @@ import re
 import statistics
 from pathlib import Path
 
+from distillkit.stages import Metric
+
 
 def mean_std(values: list[float], digits: int = 2) -> str:
+    """Mean ± population std, the convention of every results.json (:class:`distillkit.stages.Metric`)."""
     if not values:
         return "—"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
+    metric = Metric.of(values)
+    return f"{metric.mean:.{digits}f} ± {metric.std:.{digits}f}"
 
 
 def load_rows(folder: Path) -> dict[str, list[dict]]:

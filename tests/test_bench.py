@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from distillkit.bench import cells, load_suite
 from distillkit.config import group_options
 from distillkit.errors import UserError
-from distillkit.report import Row, add_gains, collect, write_report
+from distillkit.report import Row, add_gains, collect, merge_seeds, write_report
 from distillkit.thresholds import Thresholds, check, load_thresholds
 from support import compose, distillkit
 
@@ -94,6 +94,23 @@ def test_gain_over_random_is_paired_over_seeds():
     add_gains(rows)
     assert rows[0].gain is None and rows[1].gain == pytest.approx(5.0)
     assert rows[1].gain_ci == pytest.approx(4.303 * 0.5 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) · sd / √n
+
+
+def test_runs_that_differ_only_in_seed_are_one_row_over_their_seeds():
+    def run(seed, value, config="ssdkd", seconds=10.0):
+        r = row("ssdkd/digits/ipc10", value, 0.0, method="ssdkd")
+        r.seeds, r.same_but_seed, r.seconds, r.run_dir = [seed], config, seconds, f"out/ssdkd_s{seed}"
+        r.metrics["teacher"] = {"mean": 90.0, "std": 0.0, "runs": [90.0]}
+        return r
+    rows = merge_seeds([run(2, 83.0), run(0, 81.0, seconds=20.0), run(1, 82.0), run(0, 70.0, config="other")])
+    assert len(rows) == 2
+    merged = next(r for r in rows if r.same_but_seed == "ssdkd")
+    assert merged.runs == [81.0, 82.0, 83.0] and merged.seeds == [0, 1, 2]  # in seed order
+    assert merged.mean == pytest.approx(82.0) and merged.std == pytest.approx((2 / 3) ** 0.5)  # population std
+    assert merged.metrics["teacher"]["runs"] == [90.0] * 3 and merged.seconds == pytest.approx(40 / 3)
+    assert merged.run_dir == "out"
+    twice = merge_seeds([run(0, 81.0), run(0, 81.5)])  # one seed run twice: nothing to average, two rows
+    assert [r.runs for r in twice] == [[81.0], [81.5]]
 
 
 def test_report_writes_table_json_and_plots(tmp_path):
