@@ -28,6 +28,8 @@ commands:
                            options: --out DIR (default outputs/bench/SUITE), --check THRESHOLDS.yaml (exit 1 and one
                            line per regressed cell), --dry-run (list the runs it would launch)
   report RUN_DIR...        the same table and plots from finished runs (any mix); options: --out DIR
+  report --into DOC.md     rewrite DOC's generated tables ('<!-- distillkit report RUN_DIR... -->' … '<!-- end
+                           report -->') from their runs; with --check, exit 1 naming the stale ones instead
   list                     methods, datasets, models, budgets, bench suites and the other config groups
 
 examples:
@@ -227,11 +229,17 @@ def bench_command(args: list[str]) -> int:
 
 
 def report_command(args: list[str]) -> int:
-    from distillkit.report import report_runs
+    from distillkit.report import refresh_document, report_runs
 
+    doc, args = pop_option(args, "--into")
+    if doc is not None:
+        check = "--check" in args
+        if [a for a in args if a != "--check"]:
+            raise UserError("usage: distillkit report --into DOC.md [--check]")
+        return refresh_document(doc, check)
     out, args = pop_option(args, "--out")
     if not args:
-        raise UserError("usage: distillkit report RUN_DIR... [--out DIR]")
+        raise UserError("usage: distillkit report RUN_DIR... [--out DIR] | --into DOC.md [--check]")
     return report_runs([Path(a) for a in args], out)
 
 

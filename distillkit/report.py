@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -150,12 +151,12 @@ def number(value: float | None, unit: str) -> str:
     return f"{value:.2f}" if unit == "%" else f"{value:.4g}"
 
 
-def markdown(rows: list[Row], title: str) -> str:
-    """The table; when two rows share a cell name (runs of one method from several folders), a column says
-    which folder each came from."""
+def markdown(rows: list[Row], title: str | None) -> str:
+    """The table under a ``# title`` (none: the table alone, as a document's generated block embeds it); when two
+    rows share a cell name (runs of one method from several folders), a column says which folder each came from."""
     shared = len({r.cell for r in rows}) < len(rows)
     root = os.path.commonpath([r.run_dir for r in rows]) if shared else ""
-    lines = [f"# {title}", "", "| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | published | "
+    lines = ([f"# {title}", ""] if title else []) + ["| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | published | "
              "gain over random (95 % CI) | wall s per run | peak MiB | hardware |", "|---" * (8 + shared) + "|"]
     for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method, r.run_dir)):
         direction = "" if r.higher_is_better else " ↓"
@@ -253,4 +254,45 @@ def report_runs(paths: list[Path], out: Path | None) -> int:
     path = write_report(rows, out or paths[0], f"report of {names}", stem="report")
     print(markdown(rows, f"report of {names}"), end="")
     print(f"report -> {path}")
+    return 0
+
+
+# A generated block of a Markdown document: the opening comment names the run folders (relative to the directory
+# the command runs in, the repository root for docs/results.md); everything up to the closing comment is the table.
+BLOCK = re.compile(r"(<!-- distillkit report (?P<paths>[^>]*?) -->\n)(?P<body>.*?)(<!-- end report -->)", re.S)
+
+
+def refresh_document(doc: Path, check: bool = False) -> int:
+    """``distillkit report --into DOC [--check]``: rewrite every generated block of ``DOC`` from the records it
+    names, so a document's numbers are the runs' and never retyped. With ``check``, rewrite nothing and exit 1
+    naming each block whose table differs from its records (a stale document)."""
+    try:
+        text = doc.read_text()
+    except OSError as err:
+        raise UserError(f"{doc}: cannot read it ({err.strerror})") from None
+    stale = []
+
+    def regenerate(match: re.Match) -> str:
+        paths = match["paths"].split()
+        if not paths:
+            raise UserError(f"{doc}: a generated block names no run folder ('<!-- distillkit report PATH... -->')")
+        rows = collect([Path(p) for p in paths])
+        if not rows:
+            raise UserError(f"{doc}: no evaluated run under {' '.join(paths)}")
+        body = "\n" + markdown(rows, None) + "\n"
+        if body != match["body"]:
+            stale.append(" ".join(paths))
+        return match.group(1) + body + match.group(4)
+
+    refreshed, blocks = BLOCK.subn(regenerate, text)
+    if not blocks:
+        raise UserError(f"{doc}: no generated block ('<!-- distillkit report PATH... -->' … '<!-- end report -->')")
+    if check:
+        for paths in stale:
+            print(f"STALE {doc}: the table of {paths} differs from its records (distillkit report --into {doc})")
+        print(f"{doc}: {blocks} generated tables, {len(stale)} stale")
+        return 1 if stale else 0
+    with atomic_path(doc) as tmp:
+        Path(tmp).write_text(refreshed)
+    print(f"{doc}: {blocks} generated tables, {len(stale)} rewritten")
     return 0

@@ -17,6 +17,8 @@ from distillkit.data.synthetic import SyntheticSet
 from distillkit.roles import Role, Roles
 from distillkit.tracking import NoTracker
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: its docs, scripts and committed benchmark records
+
 # Small, real runs: digits with 30 training images per class, 3 evaluation epochs, no tracker.
 TINY = ("budget=smoke", "tracker=none", "dataset=digits", "dataset.train_per_class=30", "dataset.test_per_class=20")
 

@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from distillkit.bench import cells, load_suite
 from distillkit.config import group_options
 from distillkit.errors import UserError
-from distillkit.report import Row, add_gains, collect, merge_seeds, write_report
+from distillkit.report import Row, add_gains, collect, merge_seeds, refresh_document, write_report
 from distillkit.thresholds import Thresholds, check, load_thresholds
-from support import compose, distillkit
+from support import ROOT, compose, distillkit
 
 
 @pytest.mark.parametrize("name", group_options("bench"))
@@ -111,6 +111,41 @@ def test_runs_that_differ_only_in_seed_are_one_row_over_their_seeds():
     assert merged.run_dir == "out"
     twice = merge_seeds([run(0, 81.0), run(0, 81.5)])  # one seed run twice: nothing to average, two rows
     assert [r.runs for r in twice] == [[81.0], [81.5]]
+
+
+def results_file(folder: Path, method: str, runs: list[float], seed: int = 0) -> None:
+    folder.mkdir(parents=True)
+    payload = {"method": method, "dataset": "digits", "ipc": 10, "budget": "cpu", "seed": seed,
+               "primary_metric": {"name": "accuracy", "higher_is_better": True, "unit": "%"},
+               "metrics": {"accuracy": {"mean": sum(runs) / len(runs), "std": 0.0, "runs": runs}},
+               "config": {"method": {"name": method}, "seed": seed}}
+    (folder / "results.json").write_text(json.dumps(payload))
+
+
+def test_a_documents_generated_tables_are_rewritten_from_their_records_and_stale_ones_named(tmp_path, monkeypatch,
+                                                                                              capsys):
+    monkeypatch.chdir(tmp_path)
+    results_file(tmp_path / "runs" / "ssdkd_s0", "ssdkd", [81.0])
+    results_file(tmp_path / "runs" / "ssdkd_s1", "ssdkd", [83.0], seed=1)
+    doc = tmp_path / "results.md"
+    doc.write_text("prose kept\n<!-- distillkit report runs -->\n| typed by hand | 99.9 |\n<!-- end report -->\ntail\n")
+    assert refresh_document(doc, check=True) == 1 and "STALE" in capsys.readouterr().out
+    assert "99.9" in doc.read_text()  # --check rewrites nothing
+    assert refresh_document(doc) == 0
+    text = doc.read_text()
+    assert text.startswith("prose kept\n<!-- distillkit report runs -->\n") and text.endswith("<!-- end report -->\ntail\n")
+    assert "| ssdkd/digits/ipc10 | accuracy | 82.00 ± 1.00 (2) |" in text and "99.9" not in text
+    assert refresh_document(doc, check=True) == 0  # current now
+    results_file(tmp_path / "runs" / "ssdkd_s2", "ssdkd", [85.0], seed=2)  # a new record makes the table stale
+    assert refresh_document(doc, check=True) == 1
+    doc.write_text("no block\n")
+    with pytest.raises(UserError, match="no generated block"):
+        refresh_document(doc)
+
+
+def test_the_generated_tables_of_docs_results_md_match_the_committed_records(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # the blocks name their folders from the repository root
+    assert refresh_document(ROOT / "docs" / "results.md", check=True) == 0, capsys.readouterr().out
 
 
 def test_report_writes_table_json_and_plots(tmp_path):
