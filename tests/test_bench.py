@@ -137,7 +137,10 @@ def test_a_documents_generated_tables_are_rewritten_from_their_records_and_stale
     assert "| ssdkd/digits/ipc10 | accuracy | 82.00 ± 1.00 (2) |" in text and "99.9" not in text
     assert refresh_document(doc, check=True) == 0  # current now
     results_file(tmp_path / "runs" / "ssdkd_s2", "ssdkd", [85.0], seed=2)  # a new record makes the table stale
-    assert refresh_document(doc, check=True) == 1
+    stale = distillkit("report", "--into", "results.md", "--check", cwd=tmp_path)
+    assert stale.returncode == 1 and stale.stdout.startswith("STALE results.md: the table of runs differs")
+    wrong = distillkit("report", "--into", "results.md", "runs", cwd=tmp_path)
+    assert wrong.returncode == 2 and wrong.stderr.strip() == "distillkit: error: usage: distillkit report --into DOC.md [--check]"
     doc.write_text("no block\n")
     with pytest.raises(UserError, match="no generated block"):
         refresh_document(doc)
