@@ -160,15 +160,48 @@ def markdown(rows: list[Row], title: str | None) -> str:
              "gain over random (95 % CI) | wall s per run | peak MiB | hardware |", "|---" * (8 + shared) + "|"]
     for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method, r.run_dir)):
         direction = "" if r.higher_is_better else " ↓"
-        gain = "—" if r.gain is None else (f"{r.gain:+.2f}" if r.unit == "%" else f"{r.gain:+.4g}") + (
-            "" if r.gain_ci is None else f" ± {number(r.gain_ci, r.unit)}")
+        gain = "—" if r.gain is None else gain_text(r)
         peak = "—" if r.peak_mib is None else f"{r.peak_mib:.0f}"
         run = f"{os.path.relpath(r.run_dir, root)} | " if shared else ""
         lines.append(f"| {r.cell} | {run}{r.metric}{direction} | {number(r.mean, r.unit)} ± {number(r.std, r.unit)} "
                      f"({len(r.runs)}) | {number(r.published, r.unit)} | {gain} | {r.seconds:.0f} | {peak} | {r.device} |")
+    lines += random_verdicts(rows)
     for metric in sorted({r.metric for r in rows}):
         lines += metrics_table([r for r in rows if r.metric == metric])
     return "\n".join(lines) + "\n"
+
+
+def gain_text(row: Row) -> str:
+    """The gain over random with the half-width of its interval: ``+3.27 ± 0.86``."""
+    value = f"{row.gain:+.2f}" if row.unit == "%" else f"{row.gain:+.4g}"
+    return value + ("" if row.gain_ci is None else f" ± {number(row.gain_ci, row.unit)}")
+
+
+def against_random(row: Row) -> str | None:
+    """Whether the row beats its random row — on the better side of 0 with its whole paired 95 % interval — or
+    ties it (the interval holds 0), or loses; None without a random row to compare with."""
+    if row.gain is None:
+        return None
+    better = row.gain if row.higher_is_better else -row.gain
+    if row.gain_ci is None:
+        return "beats random, untested (fewer than 2 paired seeds)" if better > 0 else "does not beat random"
+    if better - row.gain_ci > 0:
+        return "beats random"
+    return "worse than random" if better + row.gain_ci < 0 else "not distinguishable from random"
+
+
+def random_verdicts(rows: list[Row]) -> list[str]:
+    """A line for every cell that does not beat its random row, so a table never hides one."""
+    verdicts = [(r, v) for r in rows if (v := against_random(r)) is not None]
+    if not verdicts:
+        return []
+    shared = {r.cell for r in rows if sum(o.cell == r.cell for o in rows) > 1}  # named by their folder too
+    misses = [f"* {r.cell}{f' ({Path(r.run_dir).name})' if r.cell in shared else ''}: {v}, gain {gain_text(r)}"
+              for r, v in verdicts if v != "beats random"]
+    if not misses:
+        return ["", f"Every cell with a random row beats it ({len(verdicts)} cells, paired 95 % intervals)."]
+    return ["", f"Cells that do not beat their random row ({len(misses)} of {len(verdicts)}; paired 95 % intervals, "
+                "'not distinguishable' when the interval holds 0):", "", *misses]
 
 
 def metrics_table(rows: list[Row]) -> list[str]:

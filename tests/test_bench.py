@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from distillkit.bench import cells, load_suite
 from distillkit.config import group_options
 from distillkit.errors import UserError
-from distillkit.report import Row, add_gains, collect, merge_seeds, refresh_document, write_report
+from distillkit.report import Row, add_gains, against_random, collect, markdown, merge_seeds, refresh_document, write_report
 from distillkit.thresholds import Thresholds, check, load_thresholds
 from support import ROOT, compose, distillkit
 
@@ -149,6 +149,25 @@ def test_a_documents_generated_tables_are_rewritten_from_their_records_and_stale
 def test_the_generated_tables_of_docs_results_md_match_the_committed_records(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the blocks name their folders from the repository root
     assert refresh_document(ROOT / "docs" / "results.md", check=True) == 0, capsys.readouterr().out
+
+
+def test_the_report_names_every_cell_that_does_not_beat_random():
+    rows = [row("random/digits/ipc10", 80.0, method="random", runs=[79.0, 80.0, 81.0]),
+            row("dm/digits/ipc10", 85.0, runs=[84.0, 85.5, 85.5]),      # +5 ± 1.2: beats it
+            row("kcenter/digits/ipc10", 70.0, runs=[69.0, 70.0, 71.0]),  # −10 ± 0: worse
+            row("ddm/digits/ipc10", 80.5, runs=[78.0, 82.0, 81.5]),     # +0.5, an interval across 0
+            row("tiny/digits/ipc10", 79.0, runs=[79.0])]                # one seed: no interval
+    add_gains(rows)
+    assert [against_random(r) for r in rows] == [None, "beats random", "worse than random",
+                                                 "not distinguishable from random", "does not beat random"]
+    fid = [row("random/digits/ipc10", 0.02, higher=False, method="random", runs=[0.020, 0.021, 0.019]),
+           row("d2c/digits/ipc10", 0.01, higher=False, runs=[0.010, 0.011, 0.009])]
+    add_gains(fid)
+    assert against_random(fid[1]) == "beats random"  # lower is better: a negative gain beats it
+    text = markdown(rows, None)
+    assert "Cells that do not beat their random row (3 of 4;" in text
+    assert "* kcenter/digits/ipc10: worse than random, gain -10.00 ± 0.00" in text and "* dm/" not in text
+    assert "Every cell with a random row beats it (1 cells" in markdown(fid, None)
 
 
 def test_report_writes_table_json_and_plots(tmp_path):
