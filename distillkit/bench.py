@@ -13,7 +13,6 @@ and ``OUT/*.png``; ``--check`` compares it with thresholds (:mod:`distillkit.thr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -27,13 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from distillkit.config import compose_config, config_dir, group_options
 from distillkit.errors import UserError
+from distillkit.results import fingerprint
 from distillkit.validation import explain
 
 log = logging.getLogger("distillkit")
-
-# keys of a resolved config that say where and how a run is logged, not what it computes
-NOT_FINGERPRINTED = ("tracker", "cache")
-
 
 class Exclusion(BaseModel):
     """Cells not run: every given key must match (an omitted key matches all)."""
@@ -128,12 +124,6 @@ def cells(suite: Suite, user_overrides: list[str]) -> list[Cell]:
 def excluded(rule: Exclusion, method: str, dataset: str, ipc: int) -> bool:
     return all(want is None or want == have for want, have in
                ((rule.method, method), (rule.dataset, dataset), (rule.ipc, ipc)))
-
-
-def fingerprint(config: dict) -> str:
-    """What a finished cell's numbers depend on: its resolved config less where it is logged and cached."""
-    kept = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def expected_fingerprint(cell: Cell) -> str:

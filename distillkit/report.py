@@ -20,10 +20,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distillkit.bench import fingerprint
 from distillkit.errors import UserError
 from distillkit.fairness import t_interval
 from distillkit.io import atomic_path, write_json
+from distillkit.results import fingerprint
 from distillkit.stages import Metric
 
 
@@ -200,8 +200,9 @@ def random_verdicts(rows: list[Row]) -> list[str]:
               for r, v in verdicts if v != "beats random"]
     if not misses:
         return ["", f"Every cell with a random row beats it ({len(verdicts)} cells, paired 95 % intervals)."]
-    return ["", f"Cells that do not beat their random row ({len(misses)} of {len(verdicts)}; paired 95 % intervals, "
-                "'not distinguishable' when the interval holds 0):", "", *misses]
+    head = (f"Cells that do not beat their random row ({len(misses)} of {len(verdicts)}; paired 95 % intervals, "
+            "'not distinguishable' when the interval holds 0):")
+    return ["", head, "", *misses]
 
 
 def metrics_table(rows: list[Row]) -> list[str]:
@@ -292,7 +293,7 @@ def report_runs(paths: list[Path], out: Path | None) -> int:
 
 # A generated block of a Markdown document: the opening comment names the run folders (relative to the directory
 # the command runs in, the repository root for docs/results.md); everything up to the closing comment is the table.
-BLOCK = re.compile(r"(<!-- distillkit report (?P<paths>[^>]*?) -->\n)(?P<body>.*?)(<!-- end report -->)", re.S)
+BLOCK = re.compile(r"(<!-- distillkit report (?P<paths>[^>]*?) -->\n)(?P<body>.*?)(<!-- end report -->)", re.DOTALL)
 
 
 def refresh_document(doc: Path, check: bool = False) -> int:

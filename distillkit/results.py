@@ -13,6 +13,8 @@ was reported).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from pathlib import Path
 
@@ -20,6 +22,17 @@ import torch
 
 from distillkit.published import published_number
 from distillkit.stages import EvalReport
+
+# keys of a resolved config that say where and how a run is logged, not what it computes
+NOT_FINGERPRINTED = ("tracker", "cache")
+
+
+def fingerprint(config: dict) -> str:
+    """What a finished run's numbers depend on: its resolved config (as results.json stores it) less where it is
+    logged and cached. ``distillkit bench`` skips a cell whose stored run has its fingerprint; ``report`` joins
+    runs whose configs less the seed share one."""
+    kept = {k: v for k, v in config.items() if k not in NOT_FINGERPRINTED}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def results(*, method: str, dataset: str, ipc, status: str, report: EvalReport | None, roles: dict,
