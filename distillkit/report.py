@@ -5,9 +5,10 @@ primary metric as mean ± std over its seeds, the published number beside it, th
 of the same dataset, IPC and budget (paired over seeds when both rows have the same seeds), the wall-clock of
 the run and its peak memory (the cost ledger's, when the run has one). Runs whose configs differ only in their
 top-level ``seed`` (a method run once per seed, as its seed changes what it distils) are one row over their seeds.
-``distillkit bench`` writes the same
-report for its cells. Files: ``report.json`` / ``bench.json`` (the rows), ``.md`` (the table) and plots —
-the primary metric against IPC, one figure per dataset and metric, and against wall-clock.
+``distillkit bench`` writes the same report for its cells. Files: ``report.json`` / ``bench.json`` (the rows),
+``.md`` (the table, and below it every cell that does not beat its random row) and plots — the primary metric
+against IPC, one figure per dataset and metric, and against wall-clock. ``--into DOC.md`` rewrites the generated
+tables of a document instead (:func:`refresh_document`).
 """
 
 from __future__ import annotations
@@ -156,8 +157,9 @@ def markdown(rows: list[Row], title: str | None) -> str:
     rows share a cell name (runs of one method from several folders), a column says which folder each came from."""
     shared = len({r.cell for r in rows}) < len(rows)
     root = os.path.commonpath([r.run_dir for r in rows]) if shared else ""
-    lines = ([f"# {title}", ""] if title else []) + ["| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | published | "
-             "gain over random (95 % CI) | wall s per run | peak MiB | hardware |", "|---" * (8 + shared) + "|"]
+    header = ("| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | published | "
+              "gain over random (95 % CI) | wall s per run | peak MiB | hardware |")
+    lines = ([f"# {title}", ""] if title else []) + [header, "|---" * (8 + shared) + "|"]
     for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method, r.run_dir)):
         direction = "" if r.higher_is_better else " ↓"
         gain = "—" if r.gain is None else gain_text(r)
