@@ -31,6 +31,7 @@ from distillkit.validation import explain
 
 log = logging.getLogger("distillkit")
 
+
 class Exclusion(BaseModel):
     """Cells not run: every given key must match (an omitted key matches all)."""
 

@@ -117,7 +117,8 @@ def merge_seeds(rows: list[Row]) -> list[Row]:
         first, primary = group[0], metrics[group[0].metric]
         peaks = [r.peak_mib for r in group if r.peak_mib is not None]
         merged.append(Row(**{**asdict(first), "mean": primary["mean"], "std": primary["std"], "runs": primary["runs"],
-                             "seconds": sum(r.seconds for r in group) / len(group), "peak_mib": max(peaks, default=None),
+                             "seconds": sum(r.seconds for r in group) / len(group),
+                             "peak_mib": max(peaks, default=None),
                              "run_dir": os.path.commonpath([r.run_dir for r in group]), "metrics": metrics,
                              "seeds": seeds}))
     return merged

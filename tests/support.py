@@ -19,6 +19,18 @@ from distillkit.tracking import NoTracker
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: its docs, scripts and committed benchmark records
 
+
+def load_script(name: str, monkeypatch) -> types.ModuleType:
+    """``scripts/<name>.py`` imported as the module ``name`` for the test (a dataclass there looks its module up in
+    ``sys.modules``, so it is registered, and removed again by ``monkeypatch``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, script)
+    spec.loader.exec_module(script)
+    return script
+
 # Small, real runs: digits with 30 training images per class, 3 evaluation epochs, no tracker.
 TINY = ("budget=smoke", "tracker=none", "dataset=digits", "dataset.train_per_class=30", "dataset.test_per_class=20")
 

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from distillkit.bench import cells, load_suite
 from distillkit.config import group_options
 from distillkit.errors import UserError
-from distillkit.report import Row, add_gains, against_random, collect, markdown, merge_seeds, refresh_document, write_report
+from distillkit.report import (Row, add_gains, against_random, collect, markdown, merge_seeds, refresh_document,
+                               write_report)
 from distillkit.thresholds import Thresholds, check, load_thresholds
 from support import ROOT, compose, distillkit
 
@@ -133,14 +134,16 @@ def test_a_documents_generated_tables_are_rewritten_from_their_records_and_stale
     assert "99.9" in doc.read_text()  # --check rewrites nothing
     assert refresh_document(doc) == 0
     text = doc.read_text()
-    assert text.startswith("prose kept\n<!-- distillkit report runs -->\n") and text.endswith("<!-- end report -->\ntail\n")
+    assert text.startswith("prose kept\n<!-- distillkit report runs -->\n")
+    assert text.endswith("<!-- end report -->\ntail\n")
     assert "| ssdkd/digits/ipc10 | accuracy | 82.00 ± 1.00 (2) |" in text and "99.9" not in text
     assert refresh_document(doc, check=True) == 0  # current now
     results_file(tmp_path / "runs" / "ssdkd_s2", "ssdkd", [85.0], seed=2)  # a new record makes the table stale
     stale = distillkit("report", "--into", "results.md", "--check", cwd=tmp_path)
     assert stale.returncode == 1 and stale.stdout.startswith("STALE results.md: the table of runs differs")
     wrong = distillkit("report", "--into", "results.md", "runs", cwd=tmp_path)
-    assert wrong.returncode == 2 and wrong.stderr.strip() == "distillkit: error: usage: distillkit report --into DOC.md [--check]"
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == "distillkit: error: usage: distillkit report --into DOC.md [--check]"
     doc.write_text("no block\n")
     with pytest.raises(UserError, match="no generated block"):
         refresh_document(doc)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from support import tiny_context
+from support import load_script, tiny_context
 
 from distillkit import baselines, fairness
 from distillkit.data.synthetic import SyntheticSet
@@ -191,15 +191,7 @@ def _record(folder, method, runs, labels="hard", seed=0, host="AMD EPYC (1 threa
 
 
 def test_fair_metrics_script_pairs_records_by_seed(tmp_path, capsys, monkeypatch):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "scripts" / "fair_metrics.py"
-    spec = importlib.util.spec_from_file_location("fair_metrics", path)
-    script = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "fair_metrics", script)  # its dataclass looks its module up
-    spec.loader.exec_module(script)
+    script = load_script("fair_metrics", monkeypatch)
     random = _record(tmp_path / "random", "random", [80.0, 80.0, 80.0])
     full = _record(tmp_path / "full", "full", [90.0, 90.0, 90.0])
     method = _record(tmp_path / "m", "m", [81.0, 82.0, 83.0])

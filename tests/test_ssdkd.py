@@ -21,7 +21,7 @@ from distillkit.schedules.rounds import CHECKPOINT_NAME
 from distillkit.scorers.modulating import modulating
 from distillkit.stages import Scores
 from distillkit.training import kd_per_sample
-from support import TINY, StubContext, compose, distillkit, interrupted_after_round
+from support import TINY, StubContext, compose, distillkit, interrupted_after_round, load_script
 
 SSDKD = (*TINY, "ipc=2")
 
@@ -233,14 +233,8 @@ def test_kd_student_evaluates_any_distilled_set_as_a_transfer_set(tmp_path):
     assert len(results["metrics"]["student_accuracy"]["runs"]) == 1 and "teacher_accuracy" in results["metrics"]
 
 
-def test_the_speedup_script_reads_time_to_the_reference_accuracy_from_the_curves(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "scripts" / "ssdkd_speedup.py"
-    spec = importlib.util.spec_from_file_location("ssdkd_speedup", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_the_speedup_script_reads_time_to_the_reference_accuracy_from_the_curves(tmp_path, monkeypatch):
+    script = load_script("ssdkd_speedup", monkeypatch)
 
     def record(name: str, seed: int, points: list[tuple[float, float]], accuracy: float) -> None:
         folder = tmp_path / f"{name}_s{seed}"

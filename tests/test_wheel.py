@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from support import ROOT
 
-CHECKOUT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def test_installed_wheel_runs_from_outside_the_checkout(tmp_path):
     # the environment of a user: no PYTHONPATH into the checkout, an isolated cache, no tracker
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(DISTILLKIT_PROGRESS="0", WANDB_MODE="offline")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", CHECKOUT], tmp_path, env)
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "dist", ROOT], tmp_path, env)
     wheel, = (tmp_path / "dist").glob("distillkit-*.whl")
 
     venv = tmp_path / "venv"
@@ -47,7 +47,7 @@ def test_installed_wheel_runs_from_outside_the_checkout(tmp_path):
 
     where = run([python, "-c", "import distillkit.config as c; print(c.config_dir())"], tmp_path, env).stdout.strip()
     assert Path(where) == Path(purelib.strip()) / "distillkit" / "conf", where
-    assert CHECKOUT not in Path(where).parents
+    assert ROOT not in Path(where).parents
 
     work = tmp_path / "elsewhere"
     work.mkdir()
