@@ -60,6 +60,11 @@ class Stage:
 class Generator(Stage):
     makes_images: bool = True  # False: its sets are real training images (the ledger's images_generated skips them)
 
+    def smallest_class(self, ctx) -> tuple[int, int] | None:
+        """(class, count) of the smallest class of the pool it will make, when that is known before it runs
+        (a real pool), so that a sampler short of images fails before scoring; None when it is not."""
+        return None
+
     def __call__(self, ctx):
         """The pool of candidates, or the final set, as a SyntheticSet."""
         raise NotImplementedError
@@ -88,6 +93,8 @@ class Scorer(Stage):
 
 
 class Sampler(Stage):
+    keeps_ipc_per_class: bool = True  # False: it keeps the whole pool, whatever ipc is
+
     def __call__(self, pool, scores: Scores | None, ctx) -> torch.Tensor:
         """Indices into ``pool``."""
         raise NotImplementedError

@@ -240,3 +240,15 @@ def test_within_class_quantiles_rank_each_sample_inside_its_own_class():
     quantiles = within_class_quantiles(scores, labels)
     # class 0: 1 < 3 < 5; class 1: 0 < 7 < 10; class 2 alone sits at 0
     assert quantiles.tolist() == [1.0, 0.0, 0.5, 1.0, 0.0, 0.5, 0.0]
+
+
+def test_a_real_pool_short_of_ipc_fails_before_any_role_trains_or_any_image_is_scored(tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError) as err:  # tiny digits has 30 training images per class
+        execute(compose(*TINY, "method=d2c_select_only", "ipc=31", f"cache.dir={cache}"), tmp_path / "run")
+    assert str(err.value).endswith("has 30 training images, fewer than ipc=31")
+    assert not cache.exists() or not any(cache.iterdir())  # no diffusion role, no scores
+    # `full` keeps the whole pool, so ipc is no bound on it
+    done = execute(compose(*TINY, "method=full", "ipc=31", "schedule.stop_after=prepare", f"cache.dir={cache}"),
+                   tmp_path / "full")
+    assert done["status"] == "prepared"

@@ -29,6 +29,11 @@ class RealPool(Generator):
                 raise ConfigError("generator.pool_factor", f"{self.pool_factor} × ipc={ctx.ipc} needs that many real "
                                   f"images per class; class {c} has {count}")
 
+    def smallest_class(self, ctx) -> tuple[int, int] | None:
+        if self.pool_factor is not None:  # check() has made sure it holds pool_factor × ipc ≥ ipc
+            return None
+        return smallest_class(ctx.data.train_labels, ctx.data.num_classes)
+
     def __call__(self, ctx) -> SyntheticSet:
         pool = SyntheticSet(ctx.train_images, ctx.train_labels, meta={"source": "real"})
         if self.pool_factor is None:

@@ -17,6 +17,8 @@ from distillkit.validation import Int, validated
 class AllSampler(Sampler):
     """The whole pool (the ``full`` upper-bound row, or a pool that is already the final set)."""
 
+    keeps_ipc_per_class = False
+
     def __call__(self, pool, scores, ctx) -> torch.Tensor:
         return torch.arange(len(pool), device=pool.labels.device)
 
