@@ -134,7 +134,7 @@ def check(the_plan: Plan, ctx: Context) -> None:
             stage.check(ctx)
     except ConfigError as err:
         raise with_origin(err, ctx.cfg) from None
-    known = the_plan.stages.generator.smallest_class(ctx)
+    known = the_plan.stages.generator.known_smallest_class(ctx)
     if known is not None and the_plan.stages.sampler.keeps_ipc_per_class and known[1] < ctx.ipc:
         raise UserError(f"class {known[0]} has {known[1]} training images, fewer than ipc={ctx.ipc}")
 

@@ -60,7 +60,7 @@ class Stage:
 class Generator(Stage):
     makes_images: bool = True  # False: its sets are real training images (the ledger's images_generated skips them)
 
-    def smallest_class(self, ctx) -> tuple[int, int] | None:
+    def known_smallest_class(self, ctx) -> tuple[int, int] | None:
         """(class, count) of the smallest class of the pool it will make, when that is known before it runs
         (a real pool), so that a sampler short of images fails before scoring; None when it is not."""
         return None

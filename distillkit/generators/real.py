@@ -29,7 +29,7 @@ class RealPool(Generator):
                 raise ConfigError("generator.pool_factor", f"{self.pool_factor} × ipc={ctx.ipc} needs that many real "
                                   f"images per class; class {c} has {count}")
 
-    def smallest_class(self, ctx) -> tuple[int, int] | None:
+    def known_smallest_class(self, ctx) -> tuple[int, int] | None:
         if self.pool_factor is not None:  # check() has made sure it holds pool_factor × ipc ≥ ipc
             return None
         return smallest_class(ctx.data.train_labels, ctx.data.num_classes)
