@@ -12,4 +12,8 @@ run random ipc=10 method=random evaluator=generative
 run d2c_select_only ipc=10 method=d2c_select_only
 run d2c_attach_only ipc=10 method=d2c_attach_only
 run d2c ipc=10 method=d2c
+# the evaluator's DiT option (pixels: 8×8 digits in 2-px patches, 16 tokens; depth 6, width 128), REPA after its 2nd of 6
+# blocks (REPA: the 8th of 28)
+run random_dit ipc=10 method=random evaluator=generative evaluator.denoiser=dit
+run d2c_dit ipc=10 method=d2c evaluator.denoiser=dit evaluator.attach.visual.block=transformer_blocks.1
 run full method=full evaluator=generative "~evaluator.epochs" "~evaluator.min_steps" "~evaluator.dsa"   # full sets the classifier protocol's keys

@@ -199,6 +199,7 @@ def test_a_missing_encoder_is_one_line_before_anything_trains(tmp_path, override
 def test_bad_attach_settings_are_one_line(capsys):
     assert cli.main(["run", *D2C, "evaluator.attach.visual.block=down_blocks.7"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("distillkit: error: evaluator.attach.visual.block: must be one of down_blocks.0, ")
+    assert err.startswith("distillkit: error: evaluator.attach.visual.block: must be one of the denoiser's blocks, "
+                          "down_blocks.0, ")
     assert cli.main(["run", *D2C, "evaluator.attach.semantic.kernel_size=2"]) == 2
     assert capsys.readouterr().err.strip() == "distillkit: error: evaluator.attach.semantic.kernel_size: must be odd (got 2)"

@@ -16,6 +16,7 @@ from distillkit.diffusion.denoisers import noise_schedule
 from distillkit.errors import UserError
 from distillkit.generators.real import RealPool
 from distillkit.roles import diffusion as diffusion_roles
+from distillkit.diffusion.spaces import PixelSpace
 from distillkit.roles.diffusion import LocalDiffusion
 from distillkit.run import execute
 from distillkit.samplers.interval import IntervalSampler, interval_step, ranks
@@ -49,10 +50,10 @@ def memorising_context(tmp_path, *overrides):
     train_cfg = OmegaConf.to_container(ctx.cfg.roles.diffusion.train, resolve=True)
     first = torch.stack([torch.nonzero(ctx.train_labels == c)[0, 0] for c in range(10)])
     no_padding = (0, 0, 0, 0)  # 8×8 digits; the stand-in needs no UNet levels
-    model = LocalDiffusion(None, ctx.data, no_padding, train_cfg, amp=False)
-    pixels = model.pixels(ctx.train_images)
+    model = LocalDiffusion(None, PixelSpace(ctx.data, no_padding), ctx.data.num_classes, train_cfg, amp=False)
+    pixels = model.inputs(ctx.train_images)
     alphas = noise_schedule(train_cfg).alphas_cumprod
-    model.unet = MemorisingDenoiser(pixels[first], alphas)
+    model.denoiser = MemorisingDenoiser(pixels[first], alphas)
     ctx.roles.roles["diffusion"] = StubRole(model, {"memorised": "first image of every class"})
     return ctx, pixels, first, alphas
 

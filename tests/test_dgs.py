@@ -234,11 +234,13 @@ def test_model_space_round_trip_returns_the_real_images(zca, tmp_path):
     assert torch.allclose(from_pixels((pixels + 1) / 2, ctx.data), images, atol=1e-3)
 
 
-def test_padding_lets_every_unet_level_halve_the_image():
-    assert padding_for((28, 28), 3) == (0, 0, 0, 0)
-    assert padding_for((28, 28), 4) == (2, 2, 2, 2)
-    assert padding_for((8, 8), 4) == (0, 0, 0, 0)
-    assert padding_for((30, 27), 3) == (0, 1, 1, 1)
+def test_padding_lets_every_unet_level_halve_the_image_and_a_dit_cut_square_patches():
+    assert padding_for((28, 28), 4) == (0, 0, 0, 0)   # 3 levels: halved twice
+    assert padding_for((28, 28), 8) == (2, 2, 2, 2)   # 4 levels
+    assert padding_for((8, 8), 8) == (0, 0, 0, 0)
+    assert padding_for((30, 27), 4) == (0, 1, 1, 1)
+    assert padding_for((30, 27), 4, square=True) == (2, 3, 1, 1)  # 32 × 32
+    assert padding_for((28, 28), 8, square=True) == (2, 2, 2, 2)
 
 
 def test_unet_with_attention_keeps_the_image_shape():

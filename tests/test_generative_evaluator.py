@@ -67,7 +67,7 @@ def test_a_milestone_sees_the_model_a_training_of_that_length_keeps(tmp_path):
                                            "attention": False}, {**train, "steps": steps}, ctx.data, False, ctx.device)
 
         def keep(step: int) -> None:
-            seen[step] = {k: v.clone() for k, v in model.unet.state_dict().items()}
+            seen[step] = {k: v.clone() for k, v in model.denoiser.state_dict().items()}
 
         model.fit(ctx.train_images, ctx.train_labels, tmp_path / str(steps), 0, milestones=milestones,
                   at_milestone=keep)
@@ -75,8 +75,8 @@ def test_a_milestone_sees_the_model_a_training_of_that_length_keeps(tmp_path):
 
     longer, shorter = trained(4, milestones=[2]), trained(2)
     assert set(seen) == {2}
-    assert all(torch.equal(seen[2][k], v) for k, v in shorter.unet.state_dict().items())
-    assert not all(torch.equal(seen[2][k], v) for k, v in longer.unet.state_dict().items())
+    assert all(torch.equal(seen[2][k], v) for k, v in shorter.denoiser.state_dict().items())
+    assert not all(torch.equal(seen[2][k], v) for k, v in longer.denoiser.state_dict().items())
 
 
 def test_random_then_eval_reports_every_metric_at_every_length(tmp_path):

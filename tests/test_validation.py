@@ -55,6 +55,7 @@ BAD_TYPE = "abc"
 ANY_NUMBER = re.compile(r"(^|\.)(seed|split_seed|build_seed|label_epoch)$"  # seeds; label_epoch counts from the end when < 0
                         r"|^dataset\.mean$"                        # a channel mean may be any number
                         r"|\.class_map\."                          # class -> a pipeline's label, any int it knows
+                        r"|^dataset\.imagenet_labels\."             # class folder -> its ImageNet-1k label
                         r"|^hydra\.launcher\.")                    # typed by Hydra's submitit schema, not by distillkit
 
 

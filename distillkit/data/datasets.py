@@ -285,6 +285,7 @@ class DatasetSettings:
     test_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.25
     split_seed: Int = 0
     download: bool = True
+    imagenet_labels: dict[str, Int] | None = None  # class folder → ImageNet-1k label (pretrained ImageNet models)
 
 
 def check_dataset(cfg) -> None:
@@ -299,8 +300,8 @@ def check_dataset(cfg) -> None:
         check(cfg)
 
 
-# Keys that say where a dataset is read from, not what it contains.
-LOCATION_KEYS = ("root", "download_root", "download", "source")
+# Keys that say where a dataset is read from, or how others name its classes, not what it contains.
+LOCATION_KEYS = ("root", "download_root", "download", "source", "imagenet_labels")
 
 
 def dataset_identity(cfg) -> dict:

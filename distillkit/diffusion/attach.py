@@ -1,22 +1,23 @@
-"""D2C's Attach (Huang, Shao et al. 2025): what a class-conditional diffusion UNet is given besides its images
-while it trains on a (small) set. Two parts, each off unless asked for (``attach:`` of the generative
-evaluator, :class:`AttachSettings`):
+"""D2C's Attach (Huang, Shao et al. 2025): what a class-conditional diffusion denoiser (a UNet or a DiT) is
+given besides its images while it trains on a (small) set. Two parts, each off unless asked for (``attach:`` of
+the generative evaluator, :class:`AttachSettings`):
 
 * **semantic** — the class conditioning becomes a *DC-Embedding* of the class's caption: the text encoder's
   token embeddings t of "a photo of a {class}" (T5, 16 tokens, computed once per class and cached), then
   ``t̃ = Conv1d(t ⊙ mask)`` over the token axis (masked mean over the tokens: one vector per class),
   ``y = MLP(t̃) + t̃ + e_c`` with ``e_c`` a learnable class embedding that keeps a null class (classifier-free
-  guidance; its text is empty). ``y`` replaces the UNet's class embedding (:class:`DCEmbedding` takes the
-  place of ``UNet2DModel.class_embedding``, so training, sampling and the denoising error call the UNet with
-  class indices as before). ``encoder: none`` is the offline stand-in: no text, ``y = e_c`` alone.
-* **visual** — REPA: the output of one UNet block (``block``, e.g. ``mid_block``) is read by a forward hook,
-  each of its h·w positions goes through a 3-layer SiLU MLP projector φ, and the training loss gains
-  ``weight · (−mean_i cos(φ(h_i), v_i))`` against a frozen encoder's feature map v of the same clean image,
-  resized to the block's grid (:class:`FeatureAlignment`, an extra loss of
-  :func:`distillkit.diffusion.training.train_denoiser`). Encoders: ``dinov2`` (timm, hub weights) or the
-  offline stand-in ``teacher`` (the cached classifier role's intermediate feature map). The encoder features of
-  the training images are computed once and cached; the projector trains with the UNet and is not used to
-  sample.
+  guidance; its text is empty). ``y`` replaces the denoiser's class embedding (:class:`DCEmbedding` takes the
+  place of ``UNet2DModel.class_embedding``, or of the class embedder in every DiT block, one module shared by
+  all), so training, sampling and the denoising error call the denoiser with class indices as before.
+  ``encoder: none`` is the offline stand-in: no text, ``y = e_c`` alone.
+* **visual** — REPA: the output of one block (``block``: a UNet's ``mid_block``…, a DiT's
+  ``transformer_blocks.<i>``) is read by a forward hook, each of its h·w positions (a DiT's tokens) goes through
+  a 3-layer SiLU MLP projector φ, and the training loss gains ``weight · (−mean_i cos(φ(h_i), v_i))`` against a
+  frozen encoder's feature map v of the same clean image, resized to the block's grid (:class:`FeatureAlignment`,
+  an extra loss of :func:`distillkit.diffusion.training.train_denoiser`). Encoders: ``dinov2`` (timm, hub
+  weights) or the offline stand-in ``teacher`` (the cached classifier role's intermediate feature map). The
+  encoder features of the training images are computed once and cached; the projector trains with the
+  denoiser and is not used to sample.
 
 Which encoder produced every number is in :meth:`Attach.describe` (the evaluator's ``details.attach``).
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distillkit.cache import cache_spec, content_digest
+from distillkit.diffusion.denoisers import set_class_embedding
 from distillkit.diffusion.encoders import (EncoderUnavailable, build_vit, t5_token_embeddings, teacher_feature_maps,
                                            teacher_layer, to_grid, vit_feature_maps)
 from distillkit.validation import ConfigError, PositiveFloat, PositiveInt
@@ -76,11 +79,6 @@ class VisualAttach:
 class AttachSettings:
     semantic: SemanticAttach = field(default_factory=SemanticAttach)
     visual: VisualAttach = field(default_factory=VisualAttach)
-
-
-def block_names(levels: int) -> list[str]:
-    """The UNet blocks a hook may read (``distillkit.diffusion.denoisers.build_unet``'s levels)."""
-    return [*(f"down_blocks.{i}" for i in range(levels)), "mid_block", *(f"up_blocks.{i}" for i in range(levels))]
 
 
 # ---- the modules -----------------------------------------------------------------------------------
@@ -140,8 +138,10 @@ class FeatureAlignment(nn.Module):
             self.hidden = output[0] if isinstance(output, tuple) else output
 
     def alignment(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """``−mean cos(φ(h), v)`` of a block output (B × C × h × w) and its targets (B × h·w × D)."""
-        projected = self.projector(hidden.flatten(2).transpose(1, 2))
+        """``−mean cos(φ(h), v)`` of a block output (B × C × h × w, or a DiT's tokens B × h·w × C) and its targets
+        (B × h·w × D)."""
+        tokens = hidden.flatten(2).transpose(1, 2) if hidden.dim() == 4 else hidden
+        projected = self.projector(tokens)
         return -F.cosine_similarity(projected.float(), targets.float(), dim=-1).mean()
 
     def forward(self, batch) -> torch.Tensor:
@@ -159,15 +159,15 @@ class Attach:
     the alignment loss for its training), :meth:`describe` (what produced the numbers). ``key``: where the
     options sit in the config (messages)."""
 
-    def __init__(self, settings: AttachSettings, levels: int, key: str = "attach"):
+    def __init__(self, settings: AttachSettings, blocks: list[str], key: str = "attach"):
         self.semantic, self.visual, self.key = settings.semantic, settings.visual, key
         if self.semantic.kernel_size % 2 == 0:
             raise ConfigError("attach.semantic.kernel_size", f"must be odd (got {self.semantic.kernel_size})")
         if "{}" not in self.semantic.prompt:
             raise ConfigError("attach.semantic.prompt", f"needs {{}} where the class name goes (got "
                                                         f"{self.semantic.prompt!r})")
-        if self.visual.block not in block_names(levels):
-            raise ConfigError("attach.visual.block", f"must be one of {', '.join(block_names(levels))} (got "
+        if self.visual.enabled and self.visual.block not in blocks:
+            raise ConfigError("attach.visual.block", f"must be one of the denoiser's blocks, {', '.join(blocks)} (got "
                                                      f"{self.visual.block!r})")
         self._text: tuple[torch.Tensor, torch.Tensor] | None = None
         self._vit: nn.Module | None = None
@@ -259,21 +259,26 @@ class Attach:
         return saved["features"]
 
     # ---- both ----
-    def apply(self, unet: nn.Module, pixels: torch.Tensor, images: torch.Tensor, ctx) -> list[nn.Module]:
-        """Give a fresh ``unet`` its DC-Embedding (semantic) and return the extra losses of its training
-        (visual). ``pixels``: the training images as the UNet sees them, ``images`` the same normalised."""
+    def apply(self, denoiser: nn.Module, inputs: torch.Tensor, images: torch.Tensor, ctx) -> list[nn.Module]:
+        """Give a fresh ``denoiser`` (UNet or DiT) its DC-Embedding (semantic) and return the extra losses of its
+        training (visual). ``inputs``: the training images as the denoiser sees them, ``images`` the same
+        normalised."""
         if self.semantic.enabled:
             text = self.text_embeddings(ctx) if self.semantic.encoder == "t5" else None
-            dim = unet.time_embedding.linear_2.out_features
-            unet.class_embedding = DCEmbedding(ctx.data.num_classes, dim, text,
-                                               self.semantic.kernel_size).to(pixels.device)
+            set_class_embedding(denoiser, lambda width: DCEmbedding(ctx.data.num_classes, width, text,
+                                                                    self.semantic.kernel_size).to(inputs.device))
         if not self.visual.enabled:
             return []
-        block = unet.get_submodule(self.visual.block)
-        output = block_output(unet, block, pixels[:1])
-        targets = self.visual_targets(images, tuple(output.shape[-2:]), ctx)
-        return [FeatureAlignment(block, output.shape[1], targets, self.visual.projector_dim,
-                                 self.visual.weight).to(pixels.device)]
+        block = denoiser.get_submodule(self.visual.block)
+        output = block_output(denoiser, block, inputs[:1])
+        if output.dim() == 3:  # a DiT block's tokens (1 × h·w × C) on a square grid
+            side = math.isqrt(output.shape[1])
+            grid, channels = (side, side), output.shape[2]
+        else:  # a UNet block's feature map (1 × C × h × w)
+            grid, channels = tuple(output.shape[-2:]), output.shape[1]
+        targets = self.visual_targets(images, grid, ctx)
+        return [FeatureAlignment(block, channels, targets, self.visual.projector_dim,
+                                 self.visual.weight).to(inputs.device)]
 
     def describe(self, ctx) -> dict:
         """Which encoders produced the numbers, and what computing their features cost."""
@@ -332,13 +337,13 @@ class Attach:
 
 
 @torch.no_grad()
-def block_output(unet: nn.Module, block: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """What ``block`` gives for one forward of ``pixels`` (its shape: the grid and channels to align)."""
+def block_output(denoiser: nn.Module, block: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """What ``block`` gives for one forward of ``inputs`` (its shape: the grid and channels to align)."""
     seen = []
     handle = block.register_forward_hook(lambda m, i, o: seen.append(o[0] if isinstance(o, tuple) else o))
     try:
-        unet(pixels, torch.zeros(len(pixels), dtype=torch.long, device=pixels.device),
-             class_labels=torch.zeros(len(pixels), dtype=torch.long, device=pixels.device))
+        denoiser(inputs, torch.zeros(len(inputs), dtype=torch.long, device=inputs.device),
+                 class_labels=torch.zeros(len(inputs), dtype=torch.long, device=inputs.device))
     finally:
         handle.remove()
     return seen[0]

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Literal
+
+import torch
+from torch import nn
 
 from distillkit.validation import PositiveInt
 
@@ -35,11 +41,91 @@ def build_unet(unet_cfg: dict, channels: int, num_classes: int, sample_size: tup
     )
 
 
-def noise_schedule(train_cfg: dict):
+@dataclass
+class DiTSettings:
+    """What :func:`build_dit` builds (``dit:`` of the generative evaluator); DiT-L/2 is depth 24, 16 heads of 64,
+    patch 2, on an SD-VAE's latents."""
+
+    depth: PositiveInt = 6                   # transformer blocks
+    heads: PositiveInt = 4                   # attention heads per block
+    head_dim: PositiveInt = 32               # channels per head (the width is heads × head_dim)
+    patch_size: PositiveInt = 2              # side of the square patch that becomes one token
+    latents: Literal["pixels", "vae"] = "pixels"  # what it denoises: the padded pixels, or a VAE's latents
+    vae: str = "stabilityai/sd-vae-ft-ema"   # latents=vae: a diffusers AutoencoderKL, hub id or local folder
+    vae_image_size: PositiveInt = 256        # latents=vae: images are resized to this side before encoding
+
+
+def build_dit(dit_cfg: dict, channels: int, num_classes: int, side: int):
+    """A class-conditional DiT on ``channels`` × ``side`` × ``side`` inputs; class index ``num_classes`` is the null
+    class (CFG)."""
+    dit = class_conditional_dit()(
+        num_attention_heads=int(dit_cfg["heads"]), attention_head_dim=int(dit_cfg["head_dim"]), in_channels=channels,
+        out_channels=channels, num_layers=int(dit_cfg["depth"]), sample_size=side,
+        patch_size=int(dit_cfg["patch_size"]), num_embeds_ada_norm=num_classes)
+    for block in dit.transformer_blocks:
+        block.norm1.emb.class_embedder.dropout_prob = 0.0  # the table keeps its null row; only diffusers' draw goes
+    return dit
+
+
+@functools.cache
+def class_conditional_dit():
+    """The DiT class (built on first use: diffusers is imported lazily)."""
+    from diffusers import DiTTransformer2DModel
+
+    class ClassConditionalDiT(DiTTransformer2DModel):
+        """diffusers' DiT called as a UNet is, ``(x_t, t, class_labels=c)`` → ``.sample`` the predicted noise (no
+        learned variance: the training loss is the noise's alone). diffusers' own label dropout is off, so the
+        training loop's ``label_dropout`` is the only one."""
+
+        def forward(self, noisy, timesteps, class_labels, **kwargs):
+            timesteps = timesteps.expand(len(noisy)) if timesteps.dim() == 0 else timesteps  # DDIM gives one t
+            return super().forward(noisy, timestep=timesteps, class_labels=class_labels, **kwargs)
+
+    return ClassConditionalDiT
+
+
+def is_dit(denoiser: nn.Module) -> bool:
+    return hasattr(denoiser, "transformer_blocks")
+
+
+class SharedEmbedding(nn.Module):
+    """Calls a module that another one owns (held outside the module tree, so its weights are counted once)."""
+
+    def __init__(self, embedding: nn.Module):
+        super().__init__()
+        self.shared = (embedding,)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.shared[0](labels)
+
+
+def unet_blocks(levels: int) -> list[str]:
+    """The blocks of a UNet of ``levels`` levels whose output REPA may align."""
+    return [*(f"down_blocks.{i}" for i in range(levels)), "mid_block", *(f"up_blocks.{i}" for i in range(levels))]
+
+
+def dit_blocks(depth: int) -> list[str]:
+    """The blocks of a DiT of ``depth`` blocks whose output (tokens) REPA may align."""
+    return [f"transformer_blocks.{i}" for i in range(depth)]
+
+
+def set_class_embedding(denoiser: nn.Module, make) -> None:
+    """Replace ``denoiser``'s class embedding with ``make(width)`` (an ``nn.Module`` from class index to a vector of
+    the width the denoiser adds to its timestep embedding)."""
+    if is_dit(denoiser):  # diffusers' DiT embeds the class in every block: one module serves them all
+        denoiser.class_embedding = make(denoiser.inner_dim)  # its weights are the DiT's, once
+        for block in denoiser.transformer_blocks:
+            block.norm1.emb.class_embedder = SharedEmbedding(denoiser.class_embedding)
+    else:
+        denoiser.class_embedding = make(denoiser.time_embedding.linear_2.out_features)
+
+
+def noise_schedule(train_cfg: dict, clip_sample: bool = True):
+    """DDPM's schedule; ``clip_sample``: DDIM clips its estimate of x_0 to [-1, 1] (pixels, not latents)."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=int(train_cfg["timesteps"]), beta_schedule=train_cfg["beta_schedule"],
-                         clip_sample=True, prediction_type="epsilon")
+                         clip_sample=clip_sample, prediction_type="epsilon")
 
 
 def pipeline_noise_schedule(scheduler_config):
@@ -69,7 +155,6 @@ class NoisePrediction:
         return self
 
     def __call__(self, noisy, timesteps, class_labels):
-        from types import SimpleNamespace
-
+        
         out = self.transformer(noisy, timestep=timesteps, class_labels=class_labels).sample
         return SimpleNamespace(sample=out[:, :self.channels])

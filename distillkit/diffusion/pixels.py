@@ -31,12 +31,14 @@ def from_pixels(pixels: torch.Tensor, data) -> torch.Tensor:
     return zca(images.cpu()).to(images.device) if zca is not None else images
 
 
-def padding_for(size: tuple[int, int], levels: int) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) padding to the next multiple of 2^(levels − 1) (the UNet halves
-    the image once per level but the last)."""
-    multiple = 2 ** (levels - 1)
+def padding_for(size: tuple[int, int], multiple: int, square: bool = False) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding to the next multiple of ``multiple`` (a UNet of L levels halves the
+    image L − 1 times: 2^(L−1); a DiT cuts it into patches), to a square of that side when ``square``."""
     (h, w) = size
+    if square:
+        h = w = max(h, w)
     extra_h, extra_w = (math.ceil(s / multiple) * multiple - s for s in (h, w))
+    extra_h, extra_w = extra_h + h - size[0], extra_w + w - size[1]
     return extra_w // 2, extra_w - extra_w // 2, extra_h // 2, extra_h - extra_h // 2
 
 

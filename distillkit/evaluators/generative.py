@@ -1,8 +1,9 @@
 """Generative evaluation (D2C): how well a diffusion model trained on the distilled set models the real data.
 
 Any method's set works (images and hard labels; soft labels are ignored). For each seed, a fresh
-class-conditional UNet (:mod:`distillkit.diffusion`, with label dropout for classifier-free guidance) trains
-on the set; at every length in ``eval_at_steps`` — milestones of one training run — it samples
+class-conditional denoiser (:mod:`distillkit.diffusion`, with label dropout for classifier-free guidance) trains
+on the set — ``denoiser``: the pixel UNet, or a DiT on pixels or on a VAE's latents (D2C's DiT-L/2 on SD-VAE
+latents); at every length in ``eval_at_steps`` — milestones of one training run — it samples
 ``samples_per_class`` images per class (DDIM, guidance ``guidance_scale``; the same noise at every length, so
 lengths differ by the model only) and measures them:
 
@@ -48,8 +49,9 @@ from torch import nn
 from distillkit.checkpoint import EvalProgress
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.diffusion.attach import Attach, AttachSettings
-from distillkit.diffusion.denoisers import UNetSettings
+from distillkit.diffusion.denoisers import DiTSettings, UNetSettings, dit_blocks, unet_blocks
 from distillkit.diffusion.pixels import to_channels, to_model_space
+from distillkit.diffusion.spaces import load_vae
 from distillkit.diffusion.training import DenoiserTraining
 from distillkit.errors import DivergedError, UserError
 from distillkit.plots import save_grid
@@ -80,7 +82,8 @@ class GenerativeEvaluator(Evaluator):
                  fid_features: Literal["classifier", "inception"] = "classifier", inception_weights: str | None = None,
                  copy_threshold: PositiveFloat = 0.5, copy_reference_images: PositiveInt = 1000,
                  min_images_per_class: PositiveInt = 1, num_seeds: PositiveInt = 3, seed: Int = 0, amp: bool = True,
-                 unet: UNetSettings = UNetSettings(), train: DenoiserTraining = DenoiserTraining(),
+                 denoiser: Literal["unet", "dit"] = "unet", unet: UNetSettings = UNetSettings(),
+                 dit: DiTSettings = DiTSettings(), train: DenoiserTraining = DenoiserTraining(),
                  attach: AttachSettings = AttachSettings(), batch_size: PositiveInt = 256):
         if not eval_at_steps:
             raise ConfigError("eval_at_steps", "needs at least one training length")
@@ -90,10 +93,14 @@ class GenerativeEvaluator(Evaluator):
         self.fid_features, self.inception_weights = fid_features, inception_weights
         self.copy_threshold, self.copy_reference_images = copy_threshold, copy_reference_images
         self.min_images_per_class, self.num_seeds, self.seed, self.amp = min_images_per_class, num_seeds, seed, amp
+        self.denoiser = denoiser
         self.unet_cfg = {**vars(unet), "channel_mult": list(unet.channel_mult)}
+        self.dit_cfg = dict(vars(dit)) if denoiser == "dit" else None
         self.train_cfg = {**vars(train), "steps": self.lengths[-1]}
         self.batch_size = batch_size
-        self.attach = Attach(attach, levels=len(unet.channel_mult))
+        blocks = unet_blocks(len(unet.channel_mult)) if denoiser == "unet" else dit_blocks(dit.depth)
+        self.attach = Attach(attach, blocks)
+        self._vae: nn.Module | None = None
         self.roles = (JUDGE, *self.attach.roles)
         self._inception: nn.Module | None = None
 
@@ -103,6 +110,8 @@ class GenerativeEvaluator(Evaluator):
             raise ConfigError(f"{self.key}.samples_per_class", "FID needs at least two generated images")
         if self.fid_features == "inception":
             self.inception_network()  # a missing package or download fails now, not after distillation
+        if self.uses_vae:
+            self.vae(ctx)  # so does a VAE that cannot load
         self.attach.key = f"{self.key}.attach"
         self.attach.check(ctx)  # so do missing encoder weights
 
@@ -122,6 +131,23 @@ class GenerativeEvaluator(Evaluator):
             self._inception = fid.inception
         return self._inception
 
+    @property
+    def uses_vae(self) -> bool:
+        return self.dit_cfg is not None and self.dit_cfg["latents"] == "vae"
+
+    def vae(self, ctx) -> nn.Module | None:
+        """The frozen VAE of ``dit.latents=vae`` (loaded once), else None."""
+        if self.uses_vae and self._vae is None:
+            try:
+                self._vae = load_vae(self.dit_cfg["vae"], ctx.device)
+            except UserError as err:
+                raise ConfigError(f"{self.key}.dit.vae", str(err)) from None
+        return self._vae
+
+    def denoiser_settings(self) -> dict:
+        """What the trained denoiser is (fingerprints, details)."""
+        return {"unet": self.unet_cfg} if self.dit_cfg is None else {"dit": self.dit_cfg}
+
     def check_classes(self, labels: torch.Tensor, ctx) -> None:
         counts = torch.bincount(labels.cpu(), minlength=ctx.data.num_classes).tolist()
         small = [f"{c} ({n})" for c, n in enumerate(counts) if n < self.min_images_per_class]
@@ -138,7 +164,7 @@ class GenerativeEvaluator(Evaluator):
         for tensor in (images, labels):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
         judge = ctx.roles.role(JUDGE)
-        protocol = (self.unet_cfg, self.train_cfg, self.samples_per_class, self.guidance_scale, self.sampling_steps,
+        protocol = (self.denoiser_settings(), self.train_cfg, self.samples_per_class, self.guidance_scale, self.sampling_steps,
                     self.fid_features, self.inception_weights, self.copy_threshold, self.copy_reference_images,
                     str(ctx.device), ctx.dataset_identity, judge.spec(ctx), getattr(judge, "weights", None),
                     self.attach.settings(), *(ctx.roles.role(name).spec(ctx) for name in self.attach.roles))
@@ -176,7 +202,8 @@ class GenerativeEvaluator(Evaluator):
             shutil.rmtree(folder / f"seed{s}", ignore_errors=True)
             return results
         torch.manual_seed(s)
-        model = untrained_local_diffusion(self.unet_cfg, self.train_cfg, ctx.data, self.amp, ctx.device)
+        model = untrained_local_diffusion(self.unet_cfg, self.train_cfg, ctx.data, self.amp, ctx.device,
+                                          dit_cfg=self.dit_cfg, vae=self.vae(ctx))
         clock = {"since": time.perf_counter()}
 
         def at_milestone(length: int) -> None:
@@ -189,7 +216,7 @@ class GenerativeEvaluator(Evaluator):
                     f"{name} {results[length][name]:.4g}" for name in METRICS))
             clock["since"] = time.perf_counter()
 
-        extra_losses = self.attach.apply(model.unet, model.pixels(images), images, ctx)
+        extra_losses = self.attach.apply(model.denoiser, model.inputs(images), images, ctx)
         model.fit(images, labels, folder / f"seed{s}", s, extra_losses=extra_losses, milestones=self.lengths,
                   at_milestone=at_milestone)
         shutil.rmtree(folder / f"seed{s}", ignore_errors=True)  # the UNet is not kept: its numbers are
@@ -226,8 +253,8 @@ class GenerativeEvaluator(Evaluator):
                    for length in self.lengths for name in METRICS}
         metrics.update({name: metrics[f"{name}@{self.lengths[-1]}"] for name in METRICS})
         details = {"fid_features": references.extractor_description, "train_steps": self.lengths[-1],
-                   "generative": {"eval_at_steps": self.lengths, "samples_per_class": self.samples_per_class,
-                                  "guidance_scale": self.guidance_scale, "sampling_steps": self.sampling_steps,
+                   "generative": {"denoiser": self.denoiser_settings(), "eval_at_steps": self.lengths,
+                                  "samples_per_class": self.samples_per_class, "guidance_scale": self.guidance_scale, "sampling_steps": self.sampling_steps,
                                   "fid_reference": references.fid_reference, "copy_rule": references.copy_rule,
                                   "real_reference": references.real, "seconds": seconds}}
         return EvalReport(metrics, self.primary_metric, self.higher_is_better, details)

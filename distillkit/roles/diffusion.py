@@ -17,10 +17,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from distillkit.diffusion.denoisers import NoisePrediction, UNetSettings, build_unet, pipeline_noise_schedule
+from distillkit.diffusion.denoisers import (NoisePrediction, UNetSettings, build_dit, build_unet,
+                                            pipeline_noise_schedule)
 from distillkit.diffusion.error import denoising_error
-from distillkit.diffusion.pixels import crop, from_pixels, padding_for, to_channels, to_model_space
+from distillkit.diffusion.pixels import from_pixels, padding_for, to_channels
 from distillkit.diffusion.sampling import sample_ddim
+from distillkit.diffusion.spaces import LatentSpace, PixelSpace
 from distillkit.diffusion.training import DenoiserTraining, train_denoiser
 from distillkit.errors import UserError
 from distillkit.roles import Role
@@ -58,40 +60,54 @@ class DiffusionModel:
 
 
 class LocalDiffusion(DiffusionModel):
-    """A UNet trained here, on pixels padded so every level halves the image."""
+    """A denoiser trained here (a UNet, or a DiT) in its ``space``: the padded pixels, or a VAE's latents
+    (:mod:`distillkit.diffusion.spaces`)."""
 
-    def __init__(self, unet, data, padding, train_cfg: dict, amp: bool):
-        self.unet, self.data, self.padding, self.train_cfg, self.amp = unet, data, padding, train_cfg, amp
+    def __init__(self, denoiser, space, num_classes: int, train_cfg: dict, amp: bool):
+        self.denoiser, self.space, self.num_classes, self.train_cfg, self.amp = (denoiser, space, num_classes,
+                                                                                 train_cfg, amp)
 
-    def pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised images as the UNet sees them: pixels in [-1, 1], padded."""
-        return F.pad(to_model_space(images, self.data), self.padding, mode="replicate")
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images as the denoiser sees them (pixels in [-1, 1], padded; or latents)."""
+        return self.space.encode(images)
 
     def fit(self, images: torch.Tensor, labels: torch.Tensor, folder: Path, seed: int, **hooks) -> None:
-        """Train the UNet on normalised ``images`` (distillkit.diffusion.training; ``hooks``: its extra losses
+        """Train the denoiser on normalised ``images`` (distillkit.diffusion.training; ``hooks``: its extra losses
         and milestones), resumable from ``folder``."""
-        train_denoiser(self.unet, self.pixels(images), labels, self.data.num_classes, self.train_cfg, folder, seed,
+        train_denoiser(self.denoiser, self.inputs(images), labels, self.num_classes, self.train_cfg, folder, seed,
                        self.amp, **hooks)
 
     def denoising_error(self, images: torch.Tensor, labels: torch.Tensor, timesteps: int, seed: int,
                         batch_size: int = 256) -> torch.Tensor:
         """Per image, the mean noise-prediction error over ``timesteps`` fixed timesteps (distillkit.diffusion.error)."""
-        return denoising_error(self.unet, self.pixels(images), labels, self.train_cfg, timesteps, seed, self.amp,
+        return denoising_error(self.denoiser, self.inputs(images), labels, self.train_cfg, timesteps, seed, self.amp,
                                batch_size)
 
     def generate(self, labels, guidance_scale, steps, generator):
-        pixels = sample_ddim(self.unet, labels, self.data.num_classes, self.train_cfg, steps, guidance_scale,
-                             generator, self.amp)
-        return from_pixels((crop(pixels, self.padding) + 1) / 2, self.data)
+        samples = sample_ddim(self.denoiser, labels, self.num_classes, self.train_cfg, steps, guidance_scale,
+                              generator, self.amp, self.space.shape, clip=self.space.clip)
+        return self.space.decode(samples)
 
 
-def untrained_local_diffusion(unet_cfg: dict, train_cfg: dict, data, amp: bool, device) -> LocalDiffusion:
-    """A fresh UNet of ``unet_cfg`` for ``data``'s images, padded so every level halves them (draws its initial
-    weights from the global RNG: seed it first)."""
-    left, right, top, bottom = padding = padding_for(data.image_size, len(unet_cfg["channel_mult"]))
-    size = (data.image_size[0] + top + bottom, data.image_size[1] + left + right)
-    unet = build_unet(unet_cfg, data.channels, data.num_classes, size).to(device)
-    return LocalDiffusion(unet, data, padding, train_cfg, amp)
+def untrained_local_diffusion(unet_cfg: dict, train_cfg: dict, data, amp: bool, device, dit_cfg: dict | None = None,
+                              vae=None) -> LocalDiffusion:
+    """A fresh denoiser for ``data``'s images (draws its initial weights from the global RNG: seed it first): the
+    UNet of ``unet_cfg`` on pixels padded so every level halves them, or, given ``dit_cfg``, a DiT on pixels
+    padded to a square of whole patches, or on ``vae``'s latents (``dit_cfg["latents"] == "vae"``)."""
+    if dit_cfg is None:
+        space = PixelSpace(data, padding_for(data.image_size, 2 ** (len(unet_cfg["channel_mult"]) - 1)))
+        denoiser = build_unet(unet_cfg, data.channels, data.num_classes, space.shape[1:])
+    else:
+        if dit_cfg["latents"] == "vae":
+            space = LatentSpace(vae, data, int(dit_cfg["vae_image_size"]), amp)
+        else:
+            space = PixelSpace(data, padding_for(data.image_size, int(dit_cfg["patch_size"]), square=True))
+        channels, side, _ = space.shape
+        if side % int(dit_cfg["patch_size"]):
+            raise UserError(f"the DiT's {side}×{side} inputs are not whole {dit_cfg['patch_size']}-pixel patches: "
+                            "change evaluator.dit.patch_size or evaluator.dit.vae_image_size")
+        denoiser = build_dit(dit_cfg, channels, data.num_classes, side)
+    return LocalDiffusion(denoiser.to(device), space, data.num_classes, train_cfg, amp)
 
 
 class PipelineDiffusion(DiffusionModel):
@@ -115,24 +131,17 @@ class PipelineDiffusion(DiffusionModel):
         with a pretrained DiT), under the noise schedule it was trained with; pipeline labels for the classes.
         Like generation, bf16 on CUDA only (the role's precision)."""
         amp = self.amp and labels.device.type == "cuda"
-        latents = torch.cat([self.latents(chunk, amp) for chunk in images.split(batch_size)])
+        latents = self.latents(images, amp, batch_size)
         transformer = self.pipeline.transformer
         return denoising_error(NoisePrediction(transformer, transformer.config.in_channels), latents,
                                self.pipeline_labels.to(labels.device)[labels], None, timesteps, seed, amp, batch_size,
                                scheduler=pipeline_noise_schedule(self.pipeline.scheduler.config))
 
-    @torch.no_grad()
-    def latents(self, images: torch.Tensor, amp: bool) -> torch.Tensor:
-        """Normalised images → the VAE's scaled latents at the transformer's size: pixels in [-1, 1] with the
-        VAE's channels, resized to what the pipeline generates, encoded to the posterior mean (no draw, so an
-        image always scores the same)."""
+    def latents(self, images: torch.Tensor, amp: bool, batch_size: int = 256) -> torch.Tensor:
+        """Normalised images → the VAE's scaled latents at the transformer's size (the posterior mean)."""
         vae = self.pipeline.vae
         size = self.pipeline.transformer.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
-        pixels = to_channels((to_model_space(images, self.data) + 1) / 2, vae.config.in_channels)
-        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        with autocast(images.device, amp):
-            mean = vae.encode(pixels.clamp(0, 1) * 2 - 1).latent_dist.mean
-        return mean.float() * vae.config.scaling_factor
+        return LatentSpace(vae, self.data, size, amp, batch_size).encode(images)
 
 
 class DiffusionRole(Role):
@@ -171,7 +180,7 @@ class DiffusionRole(Role):
 
     # ---- the local UNet --------------------------------------------------------------------------
     def padding(self, ctx) -> tuple[int, int, int, int]:
-        return padding_for(ctx.data.image_size, len(self.unet_cfg["channel_mult"]))
+        return padding_for(ctx.data.image_size, 2 ** (len(self.unet_cfg["channel_mult"]) - 1))
 
     def train(self, ctx, folder: Path) -> dict:
         log.info("training a class-conditional diffusion UNet on %s (%d steps); cached for later runs",
@@ -219,7 +228,8 @@ class DiffusionRole(Role):
 
         # low_cpu_mem_usage would need accelerate, which distillkit does not depend on
         unet = UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False).to(ctx.device).eval()
-        return LocalDiffusion(unet, ctx.data, self.padding(ctx), self.train_cfg, self.amp)
+        return LocalDiffusion(unet, PixelSpace(ctx.data, self.padding(ctx)), ctx.data.num_classes, self.train_cfg,
+                              self.amp)
 
     # ---- a pretrained pipeline ---------------------------------------------------------------------
     def materialise(self, ctx):
