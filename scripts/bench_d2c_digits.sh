@@ -16,4 +16,6 @@ run d2c ipc=10 method=d2c
 # blocks (REPA: the 8th of 28)
 run random_dit ipc=10 method=random evaluator=generative evaluator.denoiser=dit
 run d2c_dit ipc=10 method=d2c evaluator.denoiser=dit evaluator.attach.visual.block=transformer_blocks.1
+run d2c_attach_only_dit ipc=10 method=d2c_attach_only evaluator.denoiser=dit evaluator.attach.visual.block=transformer_blocks.1
+run d2c_select_only_dit ipc=10 method=d2c_select_only evaluator.denoiser=dit
 run full method=full evaluator=generative "~evaluator.epochs" "~evaluator.min_steps" "~evaluator.dsa"   # full sets the classifier protocol's keys
