@@ -155,6 +155,5 @@ class NoisePrediction:
         return self
 
     def __call__(self, noisy, timesteps, class_labels):
-        
         out = self.transformer(noisy, timestep=timesteps, class_labels=class_labels).sample
         return SimpleNamespace(sample=out[:, :self.channels])

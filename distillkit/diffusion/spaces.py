@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from distillkit.diffusion.encoders import first_line
 from distillkit.diffusion.pixels import crop, from_pixels, to_channels, to_model_space
 from distillkit.errors import UserError
 from distillkit.training import autocast
@@ -74,7 +75,6 @@ def load_vae(model_id: str, device):
     try:
         vae = AutoencoderKL.from_pretrained(model_id, low_cpu_mem_usage=False)
     except (OSError, ValueError) as err:  # no network for the hub, not a VAE folder
-        raise UserError(f"cannot load the VAE '{model_id}' ({(str(err).splitlines() or [type(err).__name__])[0]}); "
-                        "it needs the hub weights (a network) or a local folder with a diffusers AutoencoderKL "
-                        "(evaluator.dit.vae=<folder>), or use evaluator.dit.latents=pixels") from None
+        raise UserError(f"cannot load the VAE '{model_id}' ({first_line(err)}); it needs the hub weights (a network) "
+                        "or a local folder with a diffusers AutoencoderKL") from None
     return vae.to(device).eval().requires_grad_(False)

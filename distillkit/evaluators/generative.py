@@ -93,7 +93,6 @@ class GenerativeEvaluator(Evaluator):
         self.fid_features, self.inception_weights = fid_features, inception_weights
         self.copy_threshold, self.copy_reference_images = copy_threshold, copy_reference_images
         self.min_images_per_class, self.num_seeds, self.seed, self.amp = min_images_per_class, num_seeds, seed, amp
-        self.denoiser = denoiser
         self.unet_cfg = {**vars(unet), "channel_mult": list(unet.channel_mult)}
         self.dit_cfg = dict(vars(dit)) if denoiser == "dit" else None
         self.train_cfg = {**vars(train), "steps": self.lengths[-1]}
@@ -141,7 +140,8 @@ class GenerativeEvaluator(Evaluator):
             try:
                 self._vae = load_vae(self.dit_cfg["vae"], ctx.device)
             except UserError as err:
-                raise ConfigError(f"{self.key}.dit.vae", str(err)) from None
+                raise ConfigError(f"{self.key}.dit.vae", f"{err} ({self.key}.dit.vae=<folder>), or use "
+                                  f"{self.key}.dit.latents=pixels") from None
         return self._vae
 
     def denoiser_settings(self) -> dict:
@@ -164,8 +164,8 @@ class GenerativeEvaluator(Evaluator):
         for tensor in (images, labels):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
         judge = ctx.roles.role(JUDGE)
-        protocol = (self.denoiser_settings(), self.train_cfg, self.samples_per_class, self.guidance_scale, self.sampling_steps,
-                    self.fid_features, self.inception_weights, self.copy_threshold, self.copy_reference_images,
+        protocol = (self.denoiser_settings(), self.train_cfg, self.samples_per_class, self.guidance_scale,
+                    self.sampling_steps, self.fid_features, self.inception_weights, self.copy_threshold, self.copy_reference_images,
                     str(ctx.device), ctx.dataset_identity, judge.spec(ctx), getattr(judge, "weights", None),
                     self.attach.settings(), *(ctx.roles.role(name).spec(ctx) for name in self.attach.roles))
         digest.update(repr(protocol).encode())
@@ -254,7 +254,8 @@ class GenerativeEvaluator(Evaluator):
         metrics.update({name: metrics[f"{name}@{self.lengths[-1]}"] for name in METRICS})
         details = {"fid_features": references.extractor_description, "train_steps": self.lengths[-1],
                    "generative": {"denoiser": self.denoiser_settings(), "eval_at_steps": self.lengths,
-                                  "samples_per_class": self.samples_per_class, "guidance_scale": self.guidance_scale, "sampling_steps": self.sampling_steps,
+                                  "samples_per_class": self.samples_per_class, "guidance_scale": self.guidance_scale,
+                                  "sampling_steps": self.sampling_steps,
                                   "fid_reference": references.fid_reference, "copy_rule": references.copy_rule,
                                   "real_reference": references.real, "seconds": seconds}}
         return EvalReport(metrics, self.primary_metric, self.higher_is_better, details)

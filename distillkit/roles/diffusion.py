@@ -95,7 +95,7 @@ def untrained_local_diffusion(unet_cfg: dict, train_cfg: dict, data, amp: bool, 
     UNet of ``unet_cfg`` on pixels padded so every level halves them, or, given ``dit_cfg``, a DiT on pixels
     padded to a square of whole patches, or on ``vae``'s latents (``dit_cfg["latents"] == "vae"``)."""
     if dit_cfg is None:
-        space = PixelSpace(data, padding_for(data.image_size, 2 ** (len(unet_cfg["channel_mult"]) - 1)))
+        space = unet_space(data, unet_cfg)
         denoiser = build_unet(unet_cfg, data.channels, data.num_classes, space.shape[1:])
     else:
         if dit_cfg["latents"] == "vae":
@@ -108,6 +108,11 @@ def untrained_local_diffusion(unet_cfg: dict, train_cfg: dict, data, amp: bool, 
                             "change evaluator.dit.patch_size or evaluator.dit.vae_image_size")
         denoiser = build_dit(dit_cfg, channels, data.num_classes, side)
     return LocalDiffusion(denoiser.to(device), space, data.num_classes, train_cfg, amp)
+
+
+def unet_space(data, unet_cfg: dict) -> PixelSpace:
+    """A UNet's pixels: padded so each of its levels but the last can halve the image."""
+    return PixelSpace(data, padding_for(data.image_size, 2 ** (len(unet_cfg["channel_mult"]) - 1)))
 
 
 class PipelineDiffusion(DiffusionModel):
@@ -179,9 +184,6 @@ class DiffusionRole(Role):
         return {"unet": self.unet_cfg, "train": train, "seed": self.seed}
 
     # ---- the local UNet --------------------------------------------------------------------------
-    def padding(self, ctx) -> tuple[int, int, int, int]:
-        return padding_for(ctx.data.image_size, 2 ** (len(self.unet_cfg["channel_mult"]) - 1))
-
     def train(self, ctx, folder: Path) -> dict:
         log.info("training a class-conditional diffusion UNet on %s (%d steps); cached for later runs",
                  ctx.data.name, self.train_cfg["steps"])
@@ -228,7 +230,7 @@ class DiffusionRole(Role):
 
         # low_cpu_mem_usage would need accelerate, which distillkit does not depend on
         unet = UNet2DModel.from_pretrained(folder / "unet", low_cpu_mem_usage=False).to(ctx.device).eval()
-        return LocalDiffusion(unet, PixelSpace(ctx.data, self.padding(ctx)), ctx.data.num_classes, self.train_cfg,
+        return LocalDiffusion(unet, unet_space(ctx.data, self.unet_cfg), ctx.data.num_classes, self.train_cfg,
                               self.amp)
 
     # ---- a pretrained pipeline ---------------------------------------------------------------------
