@@ -27,7 +27,8 @@ commands:
                            Hydra multirun; finished cells are skipped; writes bench.json, bench.md and plots
                            options: --out DIR (default outputs/bench/SUITE), --check THRESHOLDS.yaml (exit 1 and one
                            line per regressed cell), --dry-run (list the runs it would launch)
-  report RUN_DIR...        the same table and plots from finished runs (any mix); options: --out DIR
+  report RUN_DIR...        the same table and plots from finished runs (any mix); options: --out DIR, --seed-key
+                           KEY (runs whose configs differ only in KEY are one row; default: seed)
   report --into DOC.md     rewrite DOC's generated tables ('<!-- distillkit report RUN_DIR... -->' … '<!-- end
                            report -->') from their runs; with --check, exit 1 naming the stale ones instead
   list                     methods, datasets, models, budgets, bench suites and the other config groups
@@ -100,7 +101,7 @@ def pop_option(args: list[str], flag: str) -> tuple[Path | None, list[str]]:
         return None, args
     i = args.index(flag)
     if i + 1 >= len(args) or args[i + 1].startswith("-"):
-        raise UserError(f"{flag} needs a path")
+        raise UserError(f"{flag} needs a value")
     return Path(args[i + 1]), args[:i] + args[i + 2:]
 
 
@@ -238,9 +239,10 @@ def report_command(args: list[str]) -> int:
             raise UserError("usage: distillkit report --into DOC.md [--check]")
         return refresh_document(doc, check)
     out, args = pop_option(args, "--out")
+    seed_key, args = pop_option(args, "--seed-key")
     if not args:
-        raise UserError("usage: distillkit report RUN_DIR... [--out DIR] | --into DOC.md [--check]")
-    return report_runs([Path(a) for a in args], out)
+        raise UserError("usage: distillkit report RUN_DIR... [--out DIR] [--seed-key KEY] | --into DOC.md [--check]")
+    return report_runs([Path(a) for a in args], out, str(seed_key or "seed"))
 
 
 COMMANDS = {"run": run_command, "eval": eval_command, "bench": bench_command, "report": report_command,

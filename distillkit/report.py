@@ -4,7 +4,8 @@ Every ``results.json`` below the given folders is a row (any mix of methods, dat
 primary metric as mean ± std over its seeds, the published number beside it, the gain over the ``random`` row
 of the same dataset, IPC and budget (paired over seeds when both rows have the same seeds), the wall-clock of
 the run and its peak memory (the cost ledger's, when the run has one). Runs whose configs differ only in their
-top-level ``seed`` (a method run once per seed, as its seed changes what it distils) are one row over their seeds.
+seed are one row over their seeds: the top-level ``seed`` by default (a method run once per seed, as its seed
+changes what it distils), or another config key named by ``--seed-key`` (DGS's ``sampler.seed``).
 ``distillkit bench`` writes the same report for its cells. Files: ``report.json`` / ``bench.json`` (the rows),
 ``.md`` (the table, and below it every cell that does not beat its random row) and plots — the primary metric
 against IPC, one figure per dataset and metric, and against wall-clock. ``--into DOC.md`` rewrites the generated
@@ -13,6 +14,7 @@ tables of a document instead (:func:`refresh_document`).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -48,15 +50,16 @@ class Row:
     run_dir: str
     metrics: dict  # every named metric of the run: {name: {mean, std, runs}}
     same_but_seed: str | None = None  # fingerprint of the run's config less its seed: runs sharing it are one row
-    seeds: list[int] | None = None  # top-level seeds of the runs in this row (None: a results.json without one)
+    seeds: list[int] | None = None  # seeds (the seed key's values) of the runs in this row (None: a run without one)
     gain: float | None = None  # over the random row of the same dataset, IPC, budget and metric
     gain_ci: float | None = None  # half-width of its 95 % interval, paired over seeds; None with < 2 pairs
 
 
-def read_row(path: Path) -> Row | None:
+def read_row(path: Path, seed_key: str = "seed") -> Row | None:
     """The row of one results file; None for a run that stopped before evaluating. A run in the bench layout
     (``<name>/<dataset>_ipc<ipc>/``) is the cell ``<name>/<dataset>/ipc<ipc>`` — the suite's name for the
-    method, which may differ from ``method.name`` (two cells of one method with other overrides)."""
+    method, which may differ from ``method.name`` (two cells of one method with other overrides). ``seed_key``
+    is the dotted config key whose value tells the runs of one row apart."""
     try:
         payload = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -77,13 +80,33 @@ def read_row(path: Path) -> Row | None:
                mean=metric["mean"], std=metric["std"], runs=list(metric["runs"]), published=payload.get("published"),
                seconds=sum(payload.get("seconds", {}).values()), peak_mib=cost.get("peak_rss_mib"),
                device=payload.get("device_name", payload.get("device", "")), run_dir=str(path.parent),
-               metrics=payload["metrics"], seeds=None if payload.get("seed") is None else [payload["seed"]],
-               same_but_seed=fingerprint({k: v for k, v in payload["config"].items() if k != "seed"})
-               if payload.get("config") else None)
+               metrics=payload["metrics"], **seed_of(payload, seed_key))
 
 
-def collect(paths: list[Path]) -> list[Row]:
-    """Rows of every ``results.json`` (or ``eval_results.json``) in or below ``paths``, gains filled in."""
+def seed_of(payload: dict, seed_key: str) -> dict:
+    """A run's ``seeds`` (its value of ``seed_key``) and ``same_but_seed`` (its config's fingerprint without that
+    key). A run without the key (a ``random`` row beside DGS's, whose sampler has no seed) has neither and stays a
+    row of its own; results files without a config fall back on their top-level seed."""
+    alone = {"seeds": None, "same_but_seed": None}
+    config = payload.get("config")
+    if not config:
+        return alone if payload.get("seed") is None or seed_key != "seed" else {**alone, "seeds": [payload["seed"]]}
+    *parents, leaf = seed_key.split(".")
+    rest = copy.deepcopy(config)
+    node = rest
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+        return alone
+    seed = node.pop(leaf)
+    return {"seeds": [seed], "same_but_seed": fingerprint(rest)}
+
+
+def collect(paths: list[Path], seed_key: str = "seed") -> list[Row]:
+    """Rows of every ``results.json`` (or ``eval_results.json``) in or below ``paths``, runs that differ only in
+    ``seed_key`` joined, gains filled in."""
+
+
     files = []
     for path in map(Path, paths):
         if not path.exists():
@@ -92,15 +115,19 @@ def collect(paths: list[Path]) -> list[Row]:
             files.append(path)
         else:
             files += sorted(p for pattern in ("results.json", "eval_results.json") for p in path.rglob(pattern))
-    rows = merge_seeds([row for f in dict.fromkeys(files) if (row := read_row(f)) is not None])
+    rows = [row for f in dict.fromkeys(files) if (row := read_row(f, seed_key)) is not None]
+    if rows and all(r.seeds is None for r in rows) and seed_key != "seed":
+        raise UserError(f"no run under {', '.join(map(str, paths))} has the config key {seed_key!r} (--seed-key)")
+    rows = merge_seeds(rows)
     add_gains(rows)
     return rows
 
 
 def merge_seeds(rows: list[Row]) -> list[Row]:
     """Rows whose runs differ only in their top-level seed as one row: every metric's runs joined in seed order
-    (mean and population std over them all), the mean wall-clock per run, the highest peak memory, the run
-    directory their common folder. Two runs of one config and one seed stay two rows (nothing to average)."""
+    (mean and population std over them all), the mean wall-clock per run, the highest peak memory, and for run
+    directory the pattern that names them (``out/ssdkd_s{0,1,2}``). Two runs of one config and one seed stay two
+    rows (nothing to average)."""
     groups: dict[str, list[Row]] = defaultdict(list)
     for r in rows:
         groups[r.same_but_seed or r.run_dir].append(r)
@@ -119,9 +146,18 @@ def merge_seeds(rows: list[Row]) -> list[Row]:
         merged.append(Row(**{**asdict(first), "mean": primary["mean"], "std": primary["std"], "runs": primary["runs"],
                              "seconds": sum(r.seconds for r in group) / len(group),
                              "peak_mib": max(peaks, default=None),
-                             "run_dir": os.path.commonpath([r.run_dir for r in group]), "metrics": metrics,
+                             "run_dir": runs_pattern([r.run_dir for r in group]), "metrics": metrics,
                              "seeds": seeds}))
     return merged
+
+
+def runs_pattern(run_dirs: list[str]) -> str:
+    """The folders of one row's runs as one shell brace pattern: their common folder, the common start of the
+    rest, then what differs (``out/dgs_seed0``, ``out/dgs_seed1`` → ``out/dgs_seed{0,1}``)."""
+    root = os.path.commonpath(run_dirs)
+    rest = [os.path.relpath(d, root) for d in run_dirs]
+    stem = os.path.commonprefix(rest)
+    return os.path.join(root, stem + "{" + ",".join(r[len(stem):] for r in rest) + "}")
 
 
 def add_gains(rows: list[Row]) -> None:
@@ -281,10 +317,10 @@ def write_report(rows: list[Row], out: Path, title: str, stem: str = "bench") ->
     return out / f"{stem}.md"
 
 
-def report_runs(paths: list[Path], out: Path | None) -> int:
+def report_runs(paths: list[Path], out: Path | None, seed_key: str = "seed") -> int:
     """``distillkit report``: the table of every run below ``paths``, printed and written to ``out`` (default:
     the first path)."""
-    rows = collect(paths)
+    rows = collect(paths, seed_key)
     names = ", ".join(map(str, paths))
     if not rows:
         raise UserError(f"no evaluated run (results.json with metrics) under {names}")
@@ -295,7 +331,8 @@ def report_runs(paths: list[Path], out: Path | None) -> int:
 
 
 # A generated block of a Markdown document: the opening comment names the run folders (relative to the directory
-# the command runs in, the repository root for docs/results.md); everything up to the closing comment is the table.
+# the command runs in, the repository root for docs/results.md), after ``--seed-key KEY`` when the block's rows
+# join runs over another key than ``seed``; everything up to the closing comment is the table.
 BLOCK = re.compile(r"(<!-- distillkit report (?P<paths>[^>]*?) -->\n)(?P<body>.*?)(<!-- end report -->)", re.DOTALL)
 
 
@@ -311,9 +348,12 @@ def refresh_document(doc: Path, check: bool = False) -> int:
 
     def regenerate(match: re.Match) -> str:
         paths = match["paths"].split()
+        seed_key = "seed"
+        if paths[:1] == ["--seed-key"] and len(paths) > 1:
+            seed_key, paths = paths[1], paths[2:]
         if not paths:
             raise UserError(f"{doc}: a generated block names no run folder ('<!-- distillkit report PATH... -->')")
-        rows = collect([Path(p) for p in paths])
+        rows = collect([Path(p) for p in paths], seed_key)
         if not rows:
             raise UserError(f"{doc}: no evaluated run under {' '.join(paths)}")
         body = "\n" + markdown(rows, None) + "\n"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from distillkit.malloc import MALLOC
 from distillkit.published import published_number
 from distillkit.stages import EvalReport
 
@@ -48,7 +49,7 @@ def results(*, method: str, dataset: str, ipc, status: str, report: EvalReport |
                         "higher_is_better": report.higher_is_better, "unit": report.unit}, **report.details,
                         "published": published_as and published_number(dataset, published_as, ipc, report.primary)})
     payload.update({"roles": roles, "seconds": seconds, "device": str(device), "device_name": device_name(device),
-                    "torch": torch.__version__, **extra})
+                    "torch": torch.__version__, "malloc": MALLOC, **extra})
     return payload
 
 

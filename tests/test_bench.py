@@ -109,18 +109,41 @@ def test_runs_that_differ_only_in_seed_are_one_row_over_their_seeds():
     assert merged.runs == [81.0, 82.0, 83.0] and merged.seeds == [0, 1, 2]  # in seed order
     assert merged.mean == pytest.approx(82.0) and merged.std == pytest.approx((2 / 3) ** 0.5)  # population std
     assert merged.metrics["teacher"]["runs"] == [90.0] * 3 and merged.seconds == pytest.approx(40 / 3)
-    assert merged.run_dir == "out"
+    assert merged.run_dir == "out/ssdkd_s{0,1,2}"  # its runs' folders, in seed order
     twice = merge_seeds([run(0, 81.0), run(0, 81.5)])  # one seed run twice: nothing to average, two rows
     assert [r.runs for r in twice] == [[81.0], [81.5]]
 
 
-def results_file(folder: Path, method: str, runs: list[float], seed: int = 0) -> None:
+def results_file(folder: Path, method: str, runs: list[float], seed: int = 0, sampler_seed: int = 0) -> None:
     folder.mkdir(parents=True)
     payload = {"method": method, "dataset": "digits", "ipc": 10, "budget": "cpu", "seed": seed,
                "primary_metric": {"name": "accuracy", "higher_is_better": True, "unit": "%"},
                "metrics": {"accuracy": {"mean": sum(runs) / len(runs), "std": 0.0, "runs": runs}},
-               "config": {"method": {"name": method}, "seed": seed}}
+               "config": {"method": {"name": method}, "seed": seed, "sampler": {"seed": sampler_seed}}}
     (folder / "results.json").write_text(json.dumps(payload))
+
+
+def test_seed_key_joins_runs_over_another_config_key(tmp_path, monkeypatch):
+    for s, value in enumerate([70.0, 72.0, 74.0]):  # DGS's layout: the sampler's seed draws the set
+        results_file(tmp_path / "runs" / f"dgs_seed{s}", "dgs", [value], sampler_seed=s)
+    results_file(tmp_path / "runs" / "dgs_pool10_seed0", "dgs", [60.0], sampler_seed=0)
+    (tmp_path / "runs" / "dgs_pool10_seed0" / "results.json").write_text(
+        (tmp_path / "runs" / "dgs_pool10_seed0" / "results.json").read_text().replace('"dgs"}', '"dgs", "pool": 10}'))
+    by_top_seed = collect([tmp_path / "runs"])
+    assert sorted(len(r.runs) for r in by_top_seed) == [1, 1, 1, 1]  # top-level seed 0 everywhere: nothing joined
+    rows = sorted(collect([tmp_path / "runs"], seed_key="sampler.seed"), key=lambda r: len(r.runs))
+    assert [r.runs for r in rows] == [[60.0], [70.0, 72.0, 74.0]] and rows[1].seeds == [0, 1, 2]
+    assert rows[1].run_dir == str(tmp_path / "runs" / "dgs_seed{0,1,2}")
+    table = markdown(rows, None)
+    assert "| dgs/digits/ipc10 | dgs_seed{0,1,2} | accuracy | 72.00 ± 1.63 (3) |" in table
+    with pytest.raises(UserError, match="has the config key 'evaluator.seed'"):  # a key no run has: a typo
+        collect([tmp_path / "runs"], seed_key="evaluator.seed")
+    monkeypatch.chdir(tmp_path)
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- distillkit report --seed-key sampler.seed runs -->\n<!-- end report -->\n")
+    assert refresh_document(doc) == 0 and "72.00 ± 1.63 (3)" in doc.read_text()
+    printed = distillkit("report", "runs", "--seed-key", "sampler.seed", "--out", "rep", cwd=tmp_path)
+    assert printed.returncode == 0 and "72.00 ± 1.63 (3)" in printed.stdout
 
 
 def test_a_documents_generated_tables_are_rewritten_from_their_records_and_stale_ones_named(tmp_path, monkeypatch,
