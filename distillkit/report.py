@@ -105,8 +105,6 @@ def seed_of(payload: dict, seed_key: str) -> dict:
 def collect(paths: list[Path], seed_key: str = "seed") -> list[Row]:
     """Rows of every ``results.json`` (or ``eval_results.json``) in or below ``paths``, runs that differ only in
     ``seed_key`` joined, gains filled in."""
-
-
     files = []
     for path in map(Path, paths):
         if not path.exists():
@@ -124,7 +122,7 @@ def collect(paths: list[Path], seed_key: str = "seed") -> list[Row]:
 
 
 def merge_seeds(rows: list[Row]) -> list[Row]:
-    """Rows whose runs differ only in their top-level seed as one row: every metric's runs joined in seed order
+    """Rows whose runs differ only in their seed (``seed_of``) as one row: every metric's runs joined in seed order
     (mean and population std over them all), the mean wall-clock per run, the highest peak memory, and for run
     directory the pattern that names them (``out/ssdkd_s{0,1,2}``). Two runs of one config and one seed stay two
     rows (nothing to average)."""

@@ -165,7 +165,8 @@ class GenerativeEvaluator(Evaluator):
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
         judge = ctx.roles.role(JUDGE)
         protocol = (self.denoiser_settings(), self.train_cfg, self.samples_per_class, self.guidance_scale,
-                    self.sampling_steps, self.fid_features, self.inception_weights, self.copy_threshold, self.copy_reference_images,
+                    self.sampling_steps, self.fid_features, self.inception_weights, self.copy_threshold,
+                    self.copy_reference_images,
                     str(ctx.device), ctx.dataset_identity, judge.spec(ctx), getattr(judge, "weights", None),
                     self.attach.settings(), *(ctx.roles.role(name).spec(ctx) for name in self.attach.roles))
         digest.update(repr(protocol).encode())
