@@ -1,5 +1,5 @@
-"""``distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] [--dry-run]``: a matrix of methods × datasets
-× IPCs under one protocol.
+"""``distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] [--only KEY=V[,V]] [--dry-run]``: a matrix of
+methods × datasets × IPCs under one protocol.
 
 A suite is a file of the ``conf/bench/`` group (``smoke``, ``cpu``, ``paper``) or a path to a YAML file of the
 same shape: the budget, datasets, IPCs and seeds of every cell, and the methods, each with the overrides its
@@ -7,7 +7,9 @@ cells add. Every cell is one ``distillkit run`` job, launched through Hydra mult
 method and dataset), so ``hydra/launcher=submitit_slurm`` and every other override work unchanged. A cell runs in
 ``OUT/<method>/<dataset>_ipc<ipc>/``; one whose ``results.json`` holds the same resolved config (its
 fingerprint) is finished and skipped, and an interrupted cell resumes from its checkpoints, so an interrupted
-bench is simply run again. The report (:mod:`distillkit.report`) goes to ``OUT/bench.json``, ``OUT/bench.md``
+bench is simply run again. ``--only`` runs and checks part of the matrix (``dataset=digits``, ``method=random,dm``),
+in the same folders, so a long suite can be run a slice at a time; the report is always of every finished cell
+of the suite. The report (:mod:`distillkit.report`) goes to ``OUT/bench.json``, ``OUT/bench.md``
 and ``OUT/*.png``; ``--check`` compares it with thresholds (:mod:`distillkit.thresholds`).
 """
 
@@ -122,6 +124,31 @@ def cells(suite: Suite, user_overrides: list[str]) -> list[Cell]:
     return matrix
 
 
+ONLY_KEYS = ("method", "dataset", "ipc")
+
+
+def selection(suite: Suite, only: list[str]) -> dict[str, set[str]]:
+    """``--only KEY=V[,V]`` options as {key: values}; a key not in :data:`ONLY_KEYS` or a value no cell of the
+    suite has is one line (a typo would otherwise run nothing, silently)."""
+    chosen: dict[str, set[str]] = {}
+    have = {"method": list(suite.methods), "dataset": suite.datasets, "ipc": [str(i) for i in suite.ipcs]}
+    for item in only:
+        key, sep, values = item.partition("=")
+        if not sep or key not in ONLY_KEYS or not values:
+            raise UserError(f"--only {item}: expected KEY=VALUE[,VALUE] with KEY one of {', '.join(ONLY_KEYS)}")
+        for value in values.split(","):
+            if value not in have[key]:
+                raise UserError(f"--only {item}: suite '{suite.name}' has no {key} '{value}' "
+                                f"(it has: {', '.join(have[key])})")
+        chosen[key] = chosen.get(key, set()) | set(values.split(","))
+    return chosen
+
+
+def selected(cell: Cell, chosen: dict[str, set[str]]) -> bool:
+    values = {"method": cell.method, "dataset": cell.dataset, "ipc": str(cell.ipc)}
+    return all(values[key] in allowed for key, allowed in chosen.items())
+
+
 def excluded(rule: Exclusion, method: str, dataset: str, ipc: int) -> bool:
     return all(want is None or want == have for want, have in
                ((rule.method, method), (rule.dataset, dataset), (rule.ipc, ipc)))
@@ -158,18 +185,23 @@ def sweep_command(group: list[Cell], out: Path) -> list[str]:
 
 
 def run_bench(suite_name: str, overrides: list[str], out: Path | None, thresholds_path: Path | None,
-              dry_run: bool = False) -> int:
-    """``distillkit bench``: run what is not finished, write the report, check the thresholds; the exit code."""
+              dry_run: bool = False, only: list[str] = ()) -> int:
+    """``distillkit bench``: run what is not finished (of the ``only`` selection), write the report of the whole
+    suite, check the selection's thresholds; the exit code."""
     from distillkit.report import collect, write_report
     from distillkit.thresholds import check, load_thresholds
 
     suite = load_suite(suite_name)
     thresholds = load_thresholds(thresholds_path) if thresholds_path else None  # a bad file fails before any run
     out = (out or Path("outputs") / "bench" / suite.name).resolve()
-    matrix = cells(suite, overrides)
+    every = cells(suite, overrides)
+    chosen = selection(suite, list(only))
+    matrix = [c for c in every if selected(c, chosen)]
     done = [c for c in matrix if finished(c, out)]
     pending = [c for c in matrix if c not in done]
-    print(f"bench {suite.name}: {len(matrix)} cells, {len(done)} finished, {len(pending)} to run -> {out}", flush=True)
+    part = f" (--only {' '.join(only)}: {len(matrix)} of {len(every)})" if only else ""
+    print(f"bench {suite.name}: {len(matrix)} cells{part}, {len(done)} finished, {len(pending)} to run -> {out}",
+          flush=True)
     if dry_run:
         for group in sweeps(pending):
             print(" ".join(sweep_command(group, out)[2:]))
@@ -180,7 +212,7 @@ def run_bench(suite_name: str, overrides: list[str], out: Path | None, threshold
         print(f"bench: running {names}", flush=True)
         if subprocess.run(sweep_command(group, out)).returncode != 0:
             failed += [c for c in group if not finished(c, out)]
-    rows = collect([c.run_dir(out) / "results.json" for c in matrix if (c.run_dir(out) / "results.json").is_file()])
+    rows = collect([c.run_dir(out) / "results.json" for c in every if (c.run_dir(out) / "results.json").is_file()])
     report = write_report(rows, out, f"bench {suite.name}: {suite.description}")
     print(f"bench {suite.name}: report -> {report}", flush=True)
     status = 0

@@ -10,12 +10,20 @@ made with other settings is an error, or, with ``on_change="restart"``, ignored)
 even under changed settings, with a warning; a missing checkpoint is an error) or ``false`` (start over).
 A ``.json`` path holds JSON state (human-readable, e.g. finished evaluation seeds), any other path
 ``torch.save`` state read with ``weights_only=True``.
+
+A checkpoint also keeps the seconds its loop has run, over every process that continued it; a resumed loop
+hands the earlier processes' seconds to the phase that times it (:func:`carried_seconds`), so the cost ledger
+of a run split by interruptions is the run's whole time (less work done after the last checkpoint, which is
+redone).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -27,6 +35,20 @@ log = logging.getLogger("distillkit")
 
 RESUME_MODES = ("auto", "true", "false")
 FORMAT_VERSION = 2  # 1: the per-loop formats before one mechanism served them all
+# the seconds that checkpoints resumed inside the innermost carried_seconds() block had run before this process
+_CARRIED: ContextVar[list[float] | None] = ContextVar("distillkit_carried_seconds", default=None)
+
+
+@contextmanager
+def carried_seconds():
+    """A one-element list that collects, while the block runs, the seconds every checkpoint it resumes had
+    already run in earlier processes: a timed phase adds them to its own clock."""
+    box = [0.0]
+    token = _CARRIED.set(box)
+    try:
+        yield box
+    finally:
+        _CARRIED.reset(token)
 
 
 def resume_mode(value) -> str:
@@ -52,12 +74,19 @@ class Checkpoint:
         self.kind, self.settings, self.resume, self.resume_key = kind, settings, resume_mode(resume), resume_key
         self.on_change, self.format = on_change, f"distillkit.{kind}-checkpoint/{FORMAT_VERSION}"
         self.last_saved: Path | None = None
+        self.started, self.earlier_seconds = time.perf_counter(), 0.0  # this process's clock; the ones before it
+
+    @property
+    def seconds(self) -> float:
+        """Seconds the loop has run: in earlier processes up to their last checkpoint, and in this one."""
+        return self.earlier_seconds + time.perf_counter() - self.started
 
     def save(self, position: int, state: dict) -> None:
         """Write ``state`` (at ``position``: an iteration, round or step count) in one atomic rename."""
         if self.path is None:
             return
-        payload = {"format": self.format, "position": int(position), "settings": self.settings, "state": state}
+        payload = {"format": self.format, "position": int(position), "settings": self.settings, "state": state,
+                   "seconds": round(self.seconds, 3)}
         if self.path.suffix == ".json":
             write_json(self.path, payload)
         else:
@@ -86,6 +115,10 @@ class Checkpoint:
                                 f"continue from it anyway, or {self.resume_key}=false to start over")
             log.warning("%s: resuming from %s under changed settings: %s", self.kind, path, described)
         self.last_saved = path
+        self.earlier_seconds = float(payload.get("seconds", 0.0))  # absent in checkpoints older than the field
+        carried = _CARRIED.get()
+        if carried is not None:
+            carried[0] += self.earlier_seconds
         return int(payload["position"]), payload["state"]
 
     def _read(self, path: Path) -> dict | None:

@@ -26,7 +26,8 @@ commands:
   bench SUITE [overrides]  a matrix of methods × datasets × IPCs (a suite of conf/bench or a .yaml path) through
                            Hydra multirun; finished cells are skipped; writes bench.json, bench.md and plots
                            options: --out DIR (default outputs/bench/SUITE), --check THRESHOLDS.yaml (exit 1 and one
-                           line per regressed cell), --dry-run (list the runs it would launch)
+                           line per regressed cell), --only KEY=V[,V] (run and check only the cells whose method,
+                           dataset or ipc is one of the values; repeatable), --dry-run (list the runs it would launch)
   report RUN_DIR...        the same table and plots from finished runs (any mix); options: --out DIR, --seed-key
                            KEY (runs whose configs differ only in KEY are one row; default: seed)
   report --into DOC.md     rewrite DOC's generated tables ('<!-- distillkit report RUN_DIR... -->' … '<!-- end
@@ -40,6 +41,7 @@ examples:
   distillkit eval outputs/random/digits_ipc10/<time>/distilled.safetensors evaluator.num_seeds=5
   distillkit eval outputs/random/digits_ipc10/<time> evaluator=generative
   distillkit bench smoke --check conf/bench/thresholds/smoke.yaml
+  distillkit bench cpu --only dataset=digits --only method=random,dm
   distillkit report outputs/bench/cpu
 """
 
@@ -95,14 +97,14 @@ def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [list(c) for c in itertools.islice(itertools.product(*choices), 64)]
 
 
-def pop_option(args: list[str], flag: str) -> tuple[Path | None, list[str]]:
-    """``flag``'s value as a path (None when absent) and the arguments without the pair: ``--out DIR`` & co."""
+def pop_option(args: list[str], flag: str) -> tuple[str | None, list[str]]:
+    """``flag``'s value (None when absent) and the arguments without the pair: ``--out DIR`` & co."""
     if flag not in args:
         return None, args
     i = args.index(flag)
     if i + 1 >= len(args) or args[i + 1].startswith("-"):
         raise UserError(f"{flag} needs a value")
-    return Path(args[i + 1]), args[:i] + args[i + 2:]
+    return args[i + 1], args[:i] + args[i + 2:]
 
 
 def check_composed(cfg):
@@ -182,7 +184,7 @@ def eval_command(args: list[str]) -> int:
                     cfg.dataset[key] = value
     the_plan = check_composed(cfg)
     seed_everything(int(cfg.seed))
-    out = out or path.parent
+    out = Path(out) if out else path.parent
     ctx = make_context(cfg, out, the_plan.roles, the_plan.tracker)
     if tuple(distilled.images.shape[1:]) != (ctx.data.channels, *ctx.data.image_size):
         raise UserError(f"{path}: images are {tuple(distilled.images.shape[1:])} but dataset "
@@ -222,11 +224,17 @@ def bench_command(args: list[str]) -> int:
 
     out, args = pop_option(args, "--out")
     thresholds, args = pop_option(args, "--check")
+    only = []
+    while "--only" in args:
+        value, args = pop_option(args, "--only")
+        only.append(value)
     rest = [a for a in args if a != "--dry-run"]
     names = [a for a in rest if "=" not in a]
     if len(names) != 1:
-        raise UserError("usage: distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] [--dry-run]")
-    return run_bench(names[0], [a for a in rest if "=" in a], out, thresholds, dry_run="--dry-run" in args)
+        raise UserError("usage: distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] "
+                        "[--only KEY=V[,V]] [--dry-run]")
+    return run_bench(names[0], [a for a in rest if "=" in a], Path(out) if out else None,
+                     Path(thresholds) if thresholds else None, dry_run="--dry-run" in args, only=only)
 
 
 def report_command(args: list[str]) -> int:
@@ -237,12 +245,12 @@ def report_command(args: list[str]) -> int:
         check = "--check" in args
         if [a for a in args if a != "--check"]:
             raise UserError("usage: distillkit report --into DOC.md [--check]")
-        return refresh_document(doc, check)
+        return refresh_document(Path(doc), check)
     out, args = pop_option(args, "--out")
     seed_key, args = pop_option(args, "--seed-key")
     if not args:
         raise UserError("usage: distillkit report RUN_DIR... [--out DIR] [--seed-key KEY] | --into DOC.md [--check]")
-    return report_runs([Path(a) for a in args], out, str(seed_key or "seed"))
+    return report_runs([Path(a) for a in args], Path(out) if out else None, seed_key or "seed")
 
 
 COMMANDS = {"run": run_command, "eval": eval_command, "bench": bench_command, "report": report_command,

@@ -71,7 +71,9 @@ def main() -> None:
         steps = results.get("roles", {}).get("teacher", {}).get("steps", "?")  # runs before roles reported: ?
         ctx = make_context(cfg, run_dir=None, tracker=NoTracker())
         pool = SyntheticSet.load(run_dir / "pool.safetensors").to(ctx.device)
-        real_logits, real_labels = predict(ctx.role("teacher"), ctx.test_images).float().cpu(), ctx.test_labels.cpu()
+        with ctx.final_evaluation("scripts/dgs_teacher_calibration.py"):  # calibration is measured on the test set
+            real_logits = predict(ctx.role("teacher"), ctx.test_images).float().cpu()
+            real_labels = ctx.test_labels.cpu()
         pool_logits, pool_labels = predict(ctx.role("teacher"), pool.images).float().cpu(), pool.labels.cpu()
         temperature = fit_temperature(real_logits[0::2], real_labels[0::2])
         held_out = calibration(real_logits[1::2], real_labels[1::2], temperature)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from distillkit.bench import cells, load_suite
+from distillkit.bench import cells, load_suite, selected, selection
 from distillkit.config import group_options
 from distillkit.errors import UserError
 from distillkit.report import (Row, add_gains, against_random, collect, markdown, merge_seeds, refresh_document,
@@ -39,6 +39,20 @@ def test_suite_matrix_order_exclusions_and_overrides(tmp_path):
     assert fast.overrides == ("method=dm", "dataset=digits", "budget=smoke", "evaluator.num_seeds=2", "tracker=none",
                               "generator.lr=0.5", "seed=3")  # the command line's overrides come last
     assert fast.run_dir(tmp_path) == tmp_path / "fast" / "digits_ipc1"
+
+
+def test_only_selects_a_slice_of_the_matrix_and_a_value_the_suite_lacks_is_one_line(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("budget: smoke\ndatasets: [digits, fashion_mnist]\nipcs: [1, 10]\nseeds: 1\n"
+                    "methods: {random: [], dm: []}\n")
+    suite = load_suite(str(path))
+    chosen = selection(suite, ["dataset=digits", "method=dm,random", "ipc=10"])
+    assert [c.name for c in cells(suite, []) if selected(c, chosen)] == ["random/digits/ipc10", "dm/digits/ipc10"]
+    assert len([c for c in cells(suite, []) if selected(c, selection(suite, []))]) == 8
+    with pytest.raises(UserError, match="suite 'mine' has no dataset 'digitz'"):
+        selection(suite, ["dataset=digitz"])
+    with pytest.raises(UserError, match="KEY one of method, dataset, ipc"):
+        selection(suite, ["seed=1"])
 
 
 @pytest.mark.parametrize("text,message", [
@@ -238,6 +252,12 @@ def test_bench_runs_skips_finished_cells_and_the_check_names_the_broken_method(t
 
     again = distillkit(*args[:-2])  # rerun: every cell finished, nothing runs
     assert again.returncode == 0 and "2 cells, 2 finished, 0 to run" in again.stdout
+
+    # a slice: only its cells are run and checked (the broken one is outside it), the report is the suite's
+    part = distillkit(*args, "--only", "method=random")
+    assert part.returncode == 0, part.stderr[-2000:]
+    assert "1 cells (--only method=random: 1 of 2), 1 finished, 0 to run" in part.stdout
+    assert "0 regression(s)" in part.stdout and "broken/digits/ipc1" in (tmp_path / "out" / "bench.md").read_text()
 
     changed = distillkit(*args[:-2], "seed=1", "--dry-run")  # another config: not the same cells
     assert "2 cells, 0 finished, 2 to run" in changed.stdout and changed.stdout.count(" run -m ") == 2

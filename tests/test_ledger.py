@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from distillkit.checkpoint import Checkpoint
 from distillkit.ledger import as_metrics, cost_line
 from distillkit.run import execute
+from distillkit.schedules import Artefacts
 from distillkit.tracking import NoTracker
 from support import TINY, compose, distillkit
 
@@ -53,3 +56,25 @@ def test_the_cli_prints_the_ledger_after_the_final_line(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert "accuracy" in lines[-2] and lines[-1].startswith("cost: ")
+
+
+def test_a_phase_resumed_from_a_checkpoint_counts_the_earlier_processes_seconds(tmp_path):
+    """A loop checkpointed after 100 s of an earlier process and continued in a timed phase: the phase's
+    seconds are the whole loop's, and the next checkpoint carries them on; outside a phase nothing is carried."""
+    earlier = Checkpoint(tmp_path / "loop.pt", "loop", {"size": 1})
+    earlier.started -= 100.0  # as if its process had run the loop for 100 s before this save
+    earlier.save(3, {"x": 1})
+
+    artefacts = Artefacts(save_set=None)
+    with artefacts.timed("loop"):
+        later = Checkpoint(tmp_path / "loop.pt", "loop", {"size": 1})
+        assert later.load() == (3, {"x": 1})
+        later.save(4, {"x": 2})
+    assert 100.0 <= artefacts.seconds["loop"] < 110.0
+    assert Checkpoint(tmp_path / "loop.pt", "loop", {"size": 1}).load() == (4, {"x": 2})
+    assert torch.load(tmp_path / "loop.pt", weights_only=True)["seconds"] >= 100.0
+
+    untimed = Artefacts(save_set=None)
+    with untimed.timed("other"):
+        pass
+    assert untimed.seconds["other"] < 1.0  # a load outside the block above carried nothing into it

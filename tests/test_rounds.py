@@ -79,12 +79,19 @@ def test_an_interrupted_rounds_run_resumes_to_the_same_buffer_and_learner(tmp_pa
     assert torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)["position"] == 2
     assert not (tmp_path / "b" / "results.json").exists()
 
+    checkpoint = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)
+    checkpoint["seconds"] = 1000.0  # as if the interrupted process had spent 1000 s in rounds 1 and 2
+    torch.save(checkpoint, tmp_path / "b" / CHECKPOINT_NAME)
+
     calls = []
     generate = RealBatches.__call__
     monkeypatch.setattr(RealBatches, "__call__", lambda self, ctx: calls.append(1) or generate(self, ctx))
     torch.manual_seed(999)  # whatever ran in between must not matter
     resumed = rounds_run(tmp_path / "b", *args)
     assert len(calls) == 2  # rounds 3 and 4 only
+    # the cost ledger times the whole run: the earlier process's rounds, then this one's
+    seconds = json.loads((tmp_path / "b" / "results.json").read_text())["seconds"]["rounds"]
+    assert 1000.0 < seconds < 1000.0 + 60.0
 
     assert resumed["accuracy"] == whole["accuracy"] and resumed["buffer"] == whole["buffer"]
     a, b = (SyntheticSet.load(tmp_path / d / "distilled.safetensors") for d in ("a", "b"))

@@ -17,6 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from distillkit.checkpoint import carried_seconds
 from distillkit.stages import EvalReport, Evaluator, Generator, Learner, Sampler, Scorer, Stage
 
 
@@ -61,9 +62,11 @@ class Artefacts:
 
     @contextmanager
     def timed(self, phase: str):
+        """Add the block's wall seconds to ``phase``, and those a checkpoint resumed in it had run before."""
         start = time.perf_counter()
-        yield
-        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start, 3)
+        with carried_seconds() as earlier:
+            yield
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.perf_counter() - start + earlier[0], 3)
 
 
 class Schedule:

@@ -92,8 +92,8 @@ class Rounds(Schedule):
         buffer = self.buffer(ctx)
         path = Path(ctx.run_dir) / CHECKPOINT_NAME if ctx.run_dir is not None else None
         checkpoint = Checkpoint(path, "rounds", self.settings(ctx), self.resume, "schedule.resume")
-        start, clock, curve = self.restore(checkpoint, stages, buffer, ctx)
-        with artefacts.timed("rounds"):
+        with artefacts.timed("rounds"):  # a resumed run's earlier rounds count too: restore inside the clock
+            start, clock, curve = self.restore(checkpoint, stages, buffer, ctx)
             for done in progress(range(start, self.rounds), desc="rounds", total=self.rounds - start):
                 self.round(stages, buffer, ctx, clock)
                 if self.curve_every is not None and ((done + 1) % self.curve_every == 0 or done + 1 == self.rounds):
