@@ -127,7 +127,7 @@ def cells(suite: Suite, user_overrides: list[str]) -> list[Cell]:
 ONLY_KEYS = ("method", "dataset", "ipc")
 
 
-def selection(suite: Suite, only: list[str]) -> dict[str, set[str]]:
+def selection(suite: Suite, only: tuple[str, ...] | list[str]) -> dict[str, set[str]]:
     """``--only KEY=V[,V]`` options as {key: values}; a key not in :data:`ONLY_KEYS` or a value no cell of the
     suite has is one line (a typo would otherwise run nothing, silently)."""
     chosen: dict[str, set[str]] = {}
@@ -185,7 +185,7 @@ def sweep_command(group: list[Cell], out: Path) -> list[str]:
 
 
 def run_bench(suite_name: str, overrides: list[str], out: Path | None, thresholds_path: Path | None,
-              dry_run: bool = False, only: list[str] = ()) -> int:
+              dry_run: bool = False, only: tuple[str, ...] | list[str] = ()) -> int:
     """``distillkit bench``: run what is not finished (of the ``only`` selection), write the report of the whole
     suite, check the selection's thresholds; the exit code."""
     from distillkit.report import collect, write_report
@@ -195,7 +195,7 @@ def run_bench(suite_name: str, overrides: list[str], out: Path | None, threshold
     thresholds = load_thresholds(thresholds_path) if thresholds_path else None  # a bad file fails before any run
     out = (out or Path("outputs") / "bench" / suite.name).resolve()
     every = cells(suite, overrides)
-    chosen = selection(suite, list(only))
+    chosen = selection(suite, only)
     matrix = [c for c in every if selected(c, chosen)]
     done = [c for c in matrix if finished(c, out)]
     pending = [c for c in matrix if c not in done]

@@ -107,6 +107,12 @@ def pop_option(args: list[str], flag: str) -> tuple[str | None, list[str]]:
     return args[i + 1], args[:i] + args[i + 2:]
 
 
+def pop_path(args: list[str], flag: str) -> tuple[Path | None, list[str]]:
+    """:func:`pop_option` for a flag whose value is a file or folder (``--out DIR``, ``--check FILE``)."""
+    value, rest = pop_option(args, flag)
+    return (Path(value) if value is not None else None), rest
+
+
 def check_composed(cfg):
     """Resolve ``cfg``, check its top-level values and build every stage of the run (nothing works yet);
     returns the plan."""
@@ -162,7 +168,7 @@ def eval_command(args: list[str]) -> int:
     from distillkit.run import check, make_context, seed_everything
     from distillkit.schedules import Artefacts
 
-    out, args = pop_option(args, "--out")
+    out, args = pop_path(args, "--out")
     paths = [a for a in args if "=" not in a]
     if len(paths) != 1:
         raise UserError("usage: distillkit eval PATH [overrides] [--out DIR]")
@@ -184,7 +190,7 @@ def eval_command(args: list[str]) -> int:
                     cfg.dataset[key] = value
     the_plan = check_composed(cfg)
     seed_everything(int(cfg.seed))
-    out = Path(out) if out else path.parent
+    out = out or path.parent
     ctx = make_context(cfg, out, the_plan.roles, the_plan.tracker)
     if tuple(distilled.images.shape[1:]) != (ctx.data.channels, *ctx.data.image_size):
         raise UserError(f"{path}: images are {tuple(distilled.images.shape[1:])} but dataset "
@@ -222,8 +228,8 @@ def list_command(args: list[str]) -> int:
 def bench_command(args: list[str]) -> int:
     from distillkit.bench import run_bench
 
-    out, args = pop_option(args, "--out")
-    thresholds, args = pop_option(args, "--check")
+    out, args = pop_path(args, "--out")
+    thresholds, args = pop_path(args, "--check")
     only = []
     while "--only" in args:
         value, args = pop_option(args, "--only")
@@ -233,24 +239,24 @@ def bench_command(args: list[str]) -> int:
     if len(names) != 1:
         raise UserError("usage: distillkit bench SUITE [overrides] [--out DIR] [--check THRESHOLDS] "
                         "[--only KEY=V[,V]] [--dry-run]")
-    return run_bench(names[0], [a for a in rest if "=" in a], Path(out) if out else None,
-                     Path(thresholds) if thresholds else None, dry_run="--dry-run" in args, only=only)
+    return run_bench(names[0], [a for a in rest if "=" in a], out, thresholds, dry_run="--dry-run" in args,
+                     only=only)
 
 
 def report_command(args: list[str]) -> int:
     from distillkit.report import refresh_document, report_runs
 
-    doc, args = pop_option(args, "--into")
+    doc, args = pop_path(args, "--into")
     if doc is not None:
         check = "--check" in args
         if [a for a in args if a != "--check"]:
             raise UserError("usage: distillkit report --into DOC.md [--check]")
-        return refresh_document(Path(doc), check)
-    out, args = pop_option(args, "--out")
+        return refresh_document(doc, check)
+    out, args = pop_path(args, "--out")
     seed_key, args = pop_option(args, "--seed-key")
     if not args:
         raise UserError("usage: distillkit report RUN_DIR... [--out DIR] [--seed-key KEY] | --into DOC.md [--check]")
-    return report_runs([Path(a) for a in args], Path(out) if out else None, seed_key or "seed")
+    return report_runs([Path(a) for a in args], out, seed_key or "seed")
 
 
 COMMANDS = {"run": run_command, "eval": eval_command, "bench": bench_command, "report": report_command,
