@@ -70,6 +70,11 @@ class Cell:
         """How reports and thresholds name the cell."""
         return f"{self.method}/{self.dataset}/ipc{self.ipc}"
 
+    @property
+    def coordinates(self) -> dict[str, str]:
+        """Its place in the matrix, keyed and spelled as ``--only`` and ``exclude:`` name it."""
+        return {"method": self.method, "dataset": self.dataset, "ipc": str(self.ipc)}
+
     def run_dir(self, out: Path) -> Path:
         return out / self.method / f"{self.dataset}_ipc{self.ipc}"
 
@@ -116,11 +121,11 @@ def cells(suite: Suite, user_overrides: list[str]) -> list[Cell]:
         own = [o for o in extra if not o.startswith("method=")]
         for dataset in suite.datasets:
             for ipc in suite.ipcs:
-                if any(excluded(rule, method, dataset, ipc) for rule in suite.exclude):
-                    continue
                 overrides = (f"method={method_choice(method, extra)}", f"dataset={dataset}", f"budget={suite.budget}",
                              f"evaluator.num_seeds={suite.seeds}", *suite.overrides, *own, *user_overrides)
-                matrix.append(Cell(method, dataset, ipc, overrides))
+                cell = Cell(method, dataset, ipc, overrides)
+                if not any(excluded(rule, cell) for rule in suite.exclude):
+                    matrix.append(cell)
     return matrix
 
 
@@ -145,13 +150,11 @@ def selection(suite: Suite, only: tuple[str, ...] | list[str]) -> dict[str, set[
 
 
 def selected(cell: Cell, chosen: dict[str, set[str]]) -> bool:
-    values = {"method": cell.method, "dataset": cell.dataset, "ipc": str(cell.ipc)}
-    return all(values[key] in allowed for key, allowed in chosen.items())
+    return all(cell.coordinates[key] in allowed for key, allowed in chosen.items())
 
 
-def excluded(rule: Exclusion, method: str, dataset: str, ipc: int) -> bool:
-    return all(want is None or want == have for want, have in
-               ((rule.method, method), (rule.dataset, dataset), (rule.ipc, ipc)))
+def excluded(rule: Exclusion, cell: Cell) -> bool:
+    return all(want is None or str(want) == cell.coordinates[key] for key, want in rule.model_dump().items())
 
 
 def expected_fingerprint(cell: Cell) -> str:
