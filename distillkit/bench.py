@@ -5,7 +5,8 @@ A suite is a file of the ``conf/bench/`` group (``smoke``, ``cpu``, ``paper``) o
 same shape: the budget, datasets, IPCs and seeds of every cell, and the methods, each with the overrides its
 cells add. Every cell is one ``distillkit run`` job, launched through Hydra multirun (one sweep over the IPCs per
 method and dataset), so ``hydra/launcher=submitit_slurm`` and every other override work unchanged. A cell runs in
-``OUT/<method>/<dataset>_ipc<ipc>/``; one whose ``results.json`` holds the same resolved config (its
+``OUT/<method>/<dataset>_ipc<ipc>/`` (a method whose run is one measurement, SSD-KD's, runs its seeds as runs,
+in ``seed<s>/`` below that); one whose ``results.json`` holds the same resolved config (its
 fingerprint) is finished and skipped, and an interrupted cell resumes from its checkpoints, so an interrupted
 bench is simply run again. ``--only`` runs and checks part of the matrix (``dataset=digits``, ``method=random,dm``),
 in the same folders, so a long suite can be run a slice at a time; the report is always of every finished cell
@@ -23,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import hydra.utils
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,6 +66,7 @@ class Cell:
     dataset: str
     ipc: int
     overrides: tuple[str, ...]  # every override of the cell's run but ``ipc``
+    seed: int | None = None  # the run's seed when a run is one measurement (seeds are runs); None: the evaluator's seeds
 
     @property
     def name(self) -> str:
@@ -71,12 +74,22 @@ class Cell:
         return f"{self.method}/{self.dataset}/ipc{self.ipc}"
 
     @property
+    def title(self) -> str:
+        """How the bench's log names its run: the cell, and its seed when seeds are runs."""
+        return self.name if self.seed is None else f"{self.name} seed {self.seed}"
+
+    @property
     def coordinates(self) -> dict[str, str]:
         """Its place in the matrix, keyed and spelled as ``--only`` and ``exclude:`` name it."""
         return {"method": self.method, "dataset": self.dataset, "ipc": str(self.ipc)}
 
+    @property
+    def subdir(self) -> str:
+        """Its run's folder below the bench's, with ``${ipc}`` for the IPC (Hydra's sweep subdir)."""
+        return f"{self.method}/{self.dataset}_ipc${{ipc}}" + ("" if self.seed is None else f"/seed{self.seed}")
+
     def run_dir(self, out: Path) -> Path:
-        return out / self.method / f"{self.dataset}_ipc{self.ipc}"
+        return out / self.subdir.replace("${ipc}", str(self.ipc))
 
     def all_overrides(self) -> list[str]:
         return [*self.overrides, f"ipc={self.ipc}"]
@@ -115,18 +128,31 @@ def method_choice(method: str, overrides: list[str]) -> str:
 
 
 def cells(suite: Suite, user_overrides: list[str]) -> list[Cell]:
-    """The suite's matrix less its exclusions, in suite order (methods, then datasets, then IPCs)."""
+    """The suite's matrix less its exclusions, in suite order (methods, then datasets, then IPCs, then seeds). A
+    method whose run is one measurement (:func:`seeds_are_runs`) gets a cell per seed, ``seed=0…``, in the cell's
+    folder (``seed<s>/``); the report joins them into one row."""
     matrix = []
     for method, extra in suite.methods.items():
         own = [o for o in extra if not o.startswith("method=")]
         for dataset in suite.datasets:
+            overrides = (f"method={method_choice(method, extra)}", f"dataset={dataset}", f"budget={suite.budget}",
+                         f"evaluator.num_seeds={suite.seeds}", *suite.overrides, *own, *user_overrides)
+            runs = [(overrides, None)]
+            if seeds_are_runs(overrides):
+                runs = [((*overrides, f"seed={seed}"), seed) for seed in range(suite.seeds)]
             for ipc in suite.ipcs:
-                overrides = (f"method={method_choice(method, extra)}", f"dataset={dataset}", f"budget={suite.budget}",
-                             f"evaluator.num_seeds={suite.seeds}", *suite.overrides, *own, *user_overrides)
-                cell = Cell(method, dataset, ipc, overrides)
-                if not any(excluded(rule, cell) for rule in suite.exclude):
-                    matrix.append(cell)
+                for run_overrides, seed in runs:
+                    cell = Cell(method, dataset, ipc, run_overrides, seed)
+                    if not any(excluded(rule, cell) for rule in suite.exclude):
+                        matrix.append(cell)
     return matrix
+
+
+def seeds_are_runs(overrides: tuple[str, ...]) -> bool:
+    """Whether the run's schedule trains the one network its evaluator measures (SSD-KD's rounds), so that
+    ``evaluator.num_seeds`` cannot give the suite's seeds: the seeds must be whole runs."""
+    target = run_config(list(overrides)).schedule._target_
+    return getattr(hydra.utils.get_class(target), "trains_the_measured_network", False)
 
 
 ONLY_KEYS = ("method", "dataset", "ipc")
@@ -157,9 +183,13 @@ def excluded(rule: Exclusion, cell: Cell) -> bool:
     return all(want is None or str(want) == cell.coordinates[key] for key, want in rule.model_dump().items())
 
 
+def run_config(overrides: list[str]):
+    """The config a cell's run composes (Hydra's own overrides, a launcher, do not change it)."""
+    return compose_config([o for o in overrides if not o.startswith(("hydra.", "hydra/"))])
+
+
 def expected_fingerprint(cell: Cell) -> str:
-    config = [o for o in cell.all_overrides() if not o.startswith(("hydra.", "hydra/"))]
-    return fingerprint(OmegaConf.to_container(compose_config(config), resolve=True))
+    return fingerprint(OmegaConf.to_container(run_config(cell.all_overrides()), resolve=True))
 
 
 def finished(cell: Cell, out: Path) -> bool:
@@ -184,7 +214,7 @@ def sweep_command(group: list[Cell], out: Path) -> list[str]:
     first = group[0]
     ipcs = ",".join(str(c.ipc) for c in group)
     return [sys.executable, "-m", "distillkit", "run", "-m", *first.overrides, f"ipc={ipcs}",
-            f"hydra.sweep.dir={out}", f"hydra.sweep.subdir={first.method}/{first.dataset}_ipc${{ipc}}"]
+            f"hydra.sweep.dir={out}", f"hydra.sweep.subdir={first.subdir}"]
 
 
 def run_bench(suite_name: str, overrides: list[str], out: Path | None, thresholds_path: Path | None,
@@ -211,7 +241,7 @@ def run_bench(suite_name: str, overrides: list[str], out: Path | None, threshold
         return 0
     failed = []
     for group in sweeps(pending):
-        names = ", ".join(c.name for c in group)
+        names = ", ".join(c.title for c in group)
         print(f"bench: running {names}", flush=True)
         if subprocess.run(sweep_command(group, out)).returncode != 0:
             failed += [c for c in group if not finished(c, out)]
@@ -220,7 +250,7 @@ def run_bench(suite_name: str, overrides: list[str], out: Path | None, threshold
     print(f"bench {suite.name}: report -> {report}", flush=True)
     status = 0
     if failed:
-        print(f"bench {suite.name}: {len(failed)} cell(s) failed: {', '.join(c.name for c in failed)}", file=sys.stderr)
+        print(f"bench {suite.name}: {len(failed)} cell(s) failed: {', '.join(c.title for c in failed)}", file=sys.stderr)
         status = 1
     if thresholds is not None:
         lines = check(rows, thresholds, [c.name for c in matrix])

@@ -57,7 +57,7 @@ class Row:
 
 def read_row(path: Path, seed_key: str = "seed") -> Row | None:
     """The row of one results file; None for a run that stopped before evaluating. A run in the bench layout
-    (``<name>/<dataset>_ipc<ipc>/``) is the cell ``<name>/<dataset>/ipc<ipc>`` — the suite's name for the
+    (``<name>/<dataset>_ipc<ipc>/``, or ``…/seed<s>/`` below it) is the cell ``<name>/<dataset>/ipc<ipc>`` — the suite's name for the
     method, which may differ from ``method.name`` (two cells of one method with other overrides). ``seed_key``
     is the dotted config key whose value tells the runs of one row apart."""
     try:
@@ -72,8 +72,9 @@ def read_row(path: Path, seed_key: str = "seed") -> Row | None:
         return None
     metric = payload["metrics"][primary["name"]]
     cost = payload.get("cost") or {}
-    in_bench_layout = path.parent.name == f"{payload['dataset']}_ipc{payload['ipc']}"
-    method = path.parent.parent.name if in_bench_layout else payload["method"]
+    cell_dir = path.parent.parent if re.fullmatch(r"seed\d+", path.parent.name) else path.parent  # seeds that are runs
+    in_bench_layout = cell_dir.name == f"{payload['dataset']}_ipc{payload['ipc']}"
+    method = cell_dir.parent.name if in_bench_layout else payload["method"]
     return Row(cell=f"{method}/{payload['dataset']}/ipc{payload['ipc']}", method=payload["method"],
                dataset=payload["dataset"], ipc=payload.get("ipc"), budget=payload.get("budget"),
                metric=primary["name"], unit=primary.get("unit") or "", higher_is_better=primary["higher_is_better"],
@@ -163,7 +164,7 @@ def add_gains(rows: list[Row]) -> None:
     the nearest one in the folder tree (the same sweep or bench before another)."""
     random = defaultdict(list)
     for r in rows:
-        if r.cell.startswith("random/"):
+        if is_random_baseline(r):
             random[(r.dataset, r.ipc, r.budget, r.metric)].append(r)
     for row in rows:
         candidates = random.get((row.dataset, row.ipc, row.budget, row.metric))
@@ -174,6 +175,13 @@ def add_gains(rows: list[Row]) -> None:
         if len(row.runs) == len(base.runs) >= 2:
             interval = t_interval([a - b for a, b in zip(row.runs, base.runs)])
             row.gain_ci = interval.high - interval.mean
+
+
+def is_random_baseline(row: Row) -> bool:
+    """A row gains are measured against: the cell ``random``, or a ``random_<name>`` cell of method ``random``
+    under another evaluator (``random_kd``: KD on the random real subset, the baseline of SSD-KD's student
+    accuracy; ``random_gen``: a diffusion model trained on it, D2C's FID)."""
+    return row.cell.startswith("random/") or (row.method == "random" and row.cell.startswith("random_"))
 
 
 def shared_depth(a: str, b: str) -> int:

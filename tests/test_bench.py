@@ -22,7 +22,7 @@ from support import ROOT, compose, distillkit
 def test_every_shipped_suite_composes_every_cell(name):
     suite = load_suite(name)
     matrix = cells(suite, [])
-    assert matrix and len({c.name for c in matrix}) == len(matrix)
+    assert matrix and len({(c.name, c.seed) for c in matrix}) == len(matrix)
     for cell in matrix:
         OmegaConf.to_container(compose(*cell.all_overrides()), resolve=True)
 
@@ -30,14 +30,14 @@ def test_every_shipped_suite_composes_every_cell(name):
 def test_suite_matrix_order_exclusions_and_overrides(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("budget: smoke\ndatasets: [digits, fashion_mnist]\nipcs: [1, 10]\nseeds: 2\n"
-                    "methods: {random: [], fast: [method=dm, generator.lr=0.5]}\noverrides: [tracker=none]\n"
+                    "methods: {random: [], fast: [method=dm, generator.lr_img=0.5]}\noverrides: [tracker=none]\n"
                     "exclude: [{method: fast, ipc: 10}]\n")
     matrix = cells(load_suite(str(path)), ["seed=3"])
     assert [c.name for c in matrix] == ["random/digits/ipc1", "random/digits/ipc10", "random/fashion_mnist/ipc1",
                                         "random/fashion_mnist/ipc10", "fast/digits/ipc1", "fast/fashion_mnist/ipc1"]
     fast = matrix[4]
     assert fast.overrides == ("method=dm", "dataset=digits", "budget=smoke", "evaluator.num_seeds=2", "tracker=none",
-                              "generator.lr=0.5", "seed=3")  # the command line's overrides come last
+                              "generator.lr_img=0.5", "seed=3")  # the command line's overrides come last
     assert fast.run_dir(tmp_path) == tmp_path / "fast" / "digits_ipc1"
 
 
@@ -53,6 +53,20 @@ def test_only_selects_a_slice_of_the_matrix_and_a_value_the_suite_lacks_is_one_l
         selection(suite, ["dataset=digitz"])
     with pytest.raises(UserError, match="KEY one of method, dataset, ipc"):
         selection(suite, ["seed=1"])
+
+
+def test_a_method_whose_run_is_one_measurement_runs_its_seeds_as_runs_and_the_report_joins_them(tmp_path):
+    path = tmp_path / "mine.yaml"  # SSD-KD's rounds test the one student they train: evaluator seeds cannot vary it
+    path.write_text("budget: cpu\ndatasets: [digits]\nipcs: [10]\nseeds: 2\nmethods: {random: [], ssdkd: []}\n")
+    matrix = cells(load_suite(str(path)), [])
+    assert [(c.name, c.seed) for c in matrix] == [("random/digits/ipc10", None), ("ssdkd/digits/ipc10", 0),
+                                                  ("ssdkd/digits/ipc10", 1)]
+    assert matrix[2].overrides[-1] == "seed=1" and matrix[2].run_dir(tmp_path) == tmp_path / "ssdkd/digits_ipc10/seed1"
+    assert matrix[0].run_dir(tmp_path) == tmp_path / "random/digits_ipc10"
+    for seed, value in enumerate([60.0, 64.0]):
+        results_file(matrix[1 + seed].run_dir(tmp_path), "ssdkd", [value], seed=seed)
+    [joined] = collect([tmp_path / "ssdkd"])
+    assert joined.cell == "ssdkd/digits/ipc10" and joined.runs == [60.0, 64.0] and joined.seeds == [0, 1]
 
 
 @pytest.mark.parametrize("text,message", [
@@ -109,6 +123,17 @@ def test_gain_over_random_is_paired_over_seeds():
     add_gains(rows)
     assert rows[0].gain is None and rows[1].gain == pytest.approx(5.0)
     assert rows[1].gain_ci == pytest.approx(4.303 * 0.5 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2) · sd / √n
+
+
+def test_a_random_row_under_another_evaluator_is_the_baseline_of_that_evaluators_metric():
+    kd = row("random_kd/digits/ipc10", 70.0, method="random", runs=[69.0, 70.0, 71.0])
+    ssdkd = row("ssdkd/digits/ipc10", 60.0, method="ssdkd", runs=[58.0, 60.0, 62.0])
+    kd.metric = ssdkd.metric = "student_accuracy"
+    plain = row("random/digits/ipc10", 90.0, method="random", runs=[90.0, 90.0, 90.0])
+    broken = row("broken/digits/ipc10", 50.0, method="random", runs=[50.0, 50.0, 50.0])  # random, another name
+    add_gains([kd, ssdkd, plain, broken])
+    assert ssdkd.gain == pytest.approx(-10.0) and ssdkd.gain_ci is not None  # against KD, paired; not plain random
+    assert kd.gain is None and plain.gain is None and broken.gain == pytest.approx(-40.0)
 
 
 def test_runs_that_differ_only_in_seed_are_one_row_over_their_seeds():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from distillkit.checkpoint import carried_seconds
 from distillkit.stages import EvalReport, Evaluator, Generator, Learner, Sampler, Scorer, Stage
@@ -72,6 +73,10 @@ class Artefacts:
 class Schedule:
     """A loop over the stages; ``check(stages, roles)`` — the stages and roles it is given, settings only —
     runs when the run is planned, before any data is loaded."""
+
+    #: whether the evaluator measures the one network this schedule trains (not networks it trains on the set): a
+    #: run is then one measurement, and seeds are whole runs (``distillkit bench`` runs ``seed=0,1,…`` for it)
+    trains_the_measured_network: ClassVar[bool] = False
 
     def check(self, stages: Stages, roles) -> None:
         pass

@@ -47,6 +47,8 @@ CHECKPOINT_NAME = "rounds_checkpoint.pt"
 class Rounds(Schedule):
     """Options mirror ``conf/schedule/rounds.yaml``."""
 
+    trains_the_measured_network = True  # the evaluator tests the learner's one network
+
     @validated
     def __init__(self, rounds: PositiveInt = 10, steps_per_round: PositiveInt = 10,
                  buffer_size: PositiveInt | Literal["ipc", "unbounded"] = 1000,
