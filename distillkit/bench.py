@@ -66,7 +66,7 @@ class Cell:
     dataset: str
     ipc: int
     overrides: tuple[str, ...]  # every override of the cell's run but ``ipc``
-    seed: int | None = None  # the run's seed when a run is one measurement (seeds are runs); None: the evaluator's seeds
+    seed: int | None = None  # the run's seed when seeds are runs (a run is one measurement); None: evaluator seeds
 
     @property
     def name(self) -> str:
@@ -250,7 +250,8 @@ def run_bench(suite_name: str, overrides: list[str], out: Path | None, threshold
     print(f"bench {suite.name}: report -> {report}", flush=True)
     status = 0
     if failed:
-        print(f"bench {suite.name}: {len(failed)} cell(s) failed: {', '.join(c.title for c in failed)}", file=sys.stderr)
+        titles = ", ".join(c.title for c in failed)
+        print(f"bench {suite.name}: {len(failed)} cell(s) failed: {titles}", file=sys.stderr)
         status = 1
     if thresholds is not None:
         lines = check(rows, thresholds, [c.name for c in matrix])

@@ -57,9 +57,9 @@ class Row:
 
 def read_row(path: Path, seed_key: str = "seed") -> Row | None:
     """The row of one results file; None for a run that stopped before evaluating. A run in the bench layout
-    (``<name>/<dataset>_ipc<ipc>/``, or ``…/seed<s>/`` below it) is the cell ``<name>/<dataset>/ipc<ipc>`` — the suite's name for the
-    method, which may differ from ``method.name`` (two cells of one method with other overrides). ``seed_key``
-    is the dotted config key whose value tells the runs of one row apart."""
+    (``<name>/<dataset>_ipc<ipc>/``, or ``…/seed<s>/`` below it) is the cell ``<name>/<dataset>/ipc<ipc>`` — the
+    suite's name for the method, which may differ from ``method.name`` (two cells of one method with other
+    overrides). ``seed_key`` is the dotted config key whose value tells the runs of one row apart."""
     try:
         payload = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -72,7 +72,8 @@ def read_row(path: Path, seed_key: str = "seed") -> Row | None:
         return None
     metric = payload["metrics"][primary["name"]]
     cost = payload.get("cost") or {}
-    cell_dir = path.parent.parent if re.fullmatch(r"seed\d+", path.parent.name) else path.parent  # seeds that are runs
+    seed_run = re.fullmatch(r"seed\d+", path.parent.name)  # a bench cell whose seeds are runs: <cell>/seed<s>/
+    cell_dir = path.parent.parent if seed_run else path.parent
     in_bench_layout = cell_dir.name == f"{payload['dataset']}_ipc{payload['ipc']}"
     method = cell_dir.parent.name if in_bench_layout else payload["method"]
     return Row(cell=f"{method}/{payload['dataset']}/ipc{payload['ipc']}", method=payload["method"],

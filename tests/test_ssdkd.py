@@ -233,6 +233,21 @@ def test_kd_student_evaluates_any_distilled_set_as_a_transfer_set(tmp_path):
     assert len(results["metrics"]["student_accuracy"]["runs"]) == 1 and "teacher_accuracy" in results["metrics"]
 
 
+@pytest.mark.parametrize("min_steps,steps", [(0, 3), (7, 7)])
+def test_kd_student_min_steps_gives_a_small_set_more_steps_ending_the_last_pass_part_way(tmp_path, monkeypatch,
+                                                                                          min_steps, steps):
+    # 20 images at batch 8: 3 steps a pass; a floor of 7 is two passes and one step of a third
+    from distillkit.evaluators import kd_student
+    taken = []
+    step = kd_student.KDStudent.step
+    monkeypatch.setattr(kd_student.KDStudent, "step",
+                        lambda self, batch, ctx: taken.append(len(batch)) or step(self, batch, ctx))
+    results = execute(compose(*TINY, "method=random", "ipc=2", "evaluator=kd_student", "evaluator.epochs=1",
+                              "evaluator.batch_size=8", "evaluator.num_seeds=1", f"evaluator.min_steps={min_steps}"),
+                      tmp_path)
+    assert results["train_steps"] == len(taken) == steps and taken[:3] == [8, 8, 4]
+
+
 def test_the_speedup_script_reads_time_to_the_reference_accuracy_from_the_curves(tmp_path, monkeypatch):
     script = load_script("ssdkd_speedup", monkeypatch)
 

@@ -4,7 +4,8 @@
 students on the real test set. Called on a distilled set (``distillkit eval <run_dir> evaluator=kd_student``,
 ``method=dm evaluator=kd_student``) it uses the set as a *transfer set*: for each seed a fresh ``model`` is
 distilled from the teacher role on the set's images (labels unused) with the ``kd_student`` learner's loss
-for ``epochs`` passes, then tested. Metrics: ``student_accuracy`` (primary, %) and ``teacher_accuracy``
+for ``epochs`` passes — or ``min_steps`` steps when that is more, so a small set can get the optimiser steps a
+data-free student had — then tested. Metrics: ``student_accuracy`` (primary, %) and ``teacher_accuracy``
 (the teacher on the same test set, the ceiling the student is measured against).
 """
 
@@ -19,7 +20,8 @@ from distillkit.progress import progress
 from distillkit.selection import seeded
 from distillkit.stages import EvalReport, Evaluator, Metric
 from distillkit.training import accuracy
-from distillkit.validation import Int, ModelSpec, NonNegativeFloat, PositiveFloat, PositiveInt, plain, validated
+from distillkit.validation import (Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, plain,
+                                  validated)
 
 
 class KDStudentEvaluator(Evaluator):
@@ -33,8 +35,9 @@ class KDStudentEvaluator(Evaluator):
     def __init__(self, model: ModelSpec = "convnet", epochs: PositiveInt = 100, batch_size: PositiveInt = 256,
                  temperature: PositiveFloat = 20.0, lr: PositiveFloat = 0.05, momentum: NonNegativeFloat = 0.9,
                  weight_decay: NonNegativeFloat = 1e-4, dsa_strategy: str | None = "crop_flip",
-                 num_seeds: PositiveInt = 1, seed: Int = 0, amp: bool = True, test_batch_size: PositiveInt = 2048):
-        self.model, self.epochs, self.batch_size = plain(model), epochs, batch_size
+                 num_seeds: PositiveInt = 1, seed: Int = 0, amp: bool = True, test_batch_size: PositiveInt = 2048,
+                 min_steps: NonNegativeInt = 0):
+        self.model, self.epochs, self.batch_size, self.min_steps = plain(model), epochs, batch_size, min_steps
         self.learner_settings = dict(temperature=temperature, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                      dsa_strategy=dsa_strategy, amp=amp)
         self.num_seeds, self.seed, self.amp, self.test_batch_size = num_seeds, seed, amp, test_batch_size
@@ -46,19 +49,25 @@ class KDStudentEvaluator(Evaluator):
         distilled = distilled.to(ctx.device)
         n = len(distilled)
         batch = min(self.batch_size, n)
+        steps = max(self.epochs * math.ceil(n / batch), self.min_steps)
         runs = []
         for s in range(self.seed, self.seed + self.num_seeds):
             torch.manual_seed(s)
             learner = KDStudent(**self.learner_settings)
             learner.begin(ctx.build_model(self.model), ctx)
             order_rng = seeded(s)
-            for _ in progress(range(self.epochs), desc=f"kd student {s - self.seed + 1}/{self.num_seeds} (epochs)"):
+            epochs = math.ceil(steps / math.ceil(n / batch))
+            taken = 0
+            for _ in progress(range(epochs), desc=f"kd student {s - self.seed + 1}/{self.num_seeds} (epochs)"):
                 order = torch.randperm(n, generator=order_rng).to(ctx.device)
                 for start in range(0, n, batch):
+                    if taken == steps:  # min_steps ends the last pass part-way
+                        break
                     learner.step(distilled.subset(order[start:start + batch]), ctx)
+                    taken += 1
             runs.append(self.test(learner.model, ctx))
         report = self.report(runs, ctx)
-        report.details["train_steps"] = self.epochs * math.ceil(n / batch)
+        report.details["train_steps"] = steps
         return report
 
     def assess(self, models: list[torch.nn.Module], ctx) -> EvalReport:
