@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from distillkit.data.synthetic import SyntheticSet
-from distillkit.errors import SealedTestSetError
+from distillkit.errors import SealedTestSetError, UserError
 from distillkit.evaluators.classifier import ClassifierEvaluator
 from distillkit.generators.real import RealPool
 from distillkit.run import execute
@@ -199,3 +199,12 @@ def test_soft_source_teacher_needs_soft_labels_and_the_teacher_role():
         evaluator(soft_source="teacher", labels="hard")
     assert evaluator(soft_source="teacher").roles == ("teacher",)
     assert evaluator().roles == ()
+
+
+def test_a_set_whose_learned_lr_is_not_positive_is_one_line_naming_the_fix():
+    ctx = tiny_context(None)
+    distilled = two_per_class(ctx)
+    distilled.lr = torch.tensor(-0.017)  # what SGD on α reached by iteration 50 on digits without augmentation
+    with pytest.raises(UserError, match=r"learned lr is -0.017.*evaluator.use_learned_lr=false"):
+        evaluator()(distilled, ctx)
+    assert 0 < evaluator(use_learned_lr=False)(distilled, ctx).metrics["accuracy"].mean <= 100

@@ -310,6 +310,22 @@ def test_loss_threshold_blocks_updates(tmp_path):
     assert run.window[1] == 0  # counted as not accepted
 
 
+def test_the_learned_lr_stops_at_zero_when_an_update_would_carry_it_below(tmp_path):
+    _, _, run = started(tmp_path)
+    sgd_step = run.optimizer.step
+
+    def overshooting(accept):  # an SGD step on α larger than α (seen on digits without augmentation: α −0.017)
+        sgd_step(accept)
+        run.syn_lr.data -= 1.0
+
+    run.optimizer.step = overshooting
+    run.step()
+    assert run.syn_lr.detach() == 0 and torch.isfinite(run.images).all()
+    run.optimizer.step = sgd_step
+    run.step()  # α = 0 still has a gradient (the student's steps scale with it): it can recover
+    assert run.syn_lr.grad != 0
+
+
 def test_resumed_run_gives_the_same_set_as_an_uninterrupted_one(tmp_path):
     common = ("generator.checkpoint_every=2", "generator.log_every=1")
     generator, ctx = setup(tmp_path / "straight", "generator.iterations=4", *common, method="datm")

@@ -193,6 +193,9 @@ class ClassifierEvaluator(Evaluator):
         targets = self.targets(distilled).detach()
         loss_fn = self.loss_fn(distilled, ctx)
         lr = float(distilled.lr) if (self.use_learned_lr and distilled.lr is not None) else None
+        if lr is not None and not lr > 0:  # SGD on a learned lr can carry it through 0: a student stepping uphill
+            raise UserError(f"the set's learned lr is {lr:.4g}, not a learning rate: evaluate it with "
+                            "evaluator.use_learned_lr=false (the evaluator's lr)")
         progress = EvalProgress(ctx.run_dir, PROGRESS_NAME, self.fingerprint(images, targets, lr, ctx))
         per_model, grids, self.selected_epochs = {}, {}, []
         for model_cfg in self.models:

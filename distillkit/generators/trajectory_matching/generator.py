@@ -270,6 +270,8 @@ class MatchingRun(IterativeRun):
         loss = self.matching_gradients(expert, start_epoch, plans)
         accept = loss <= self.gen.loss_threshold  # DATM: no update from a draw it cannot match
         self.optimizer.step(accept)
+        with torch.no_grad():  # SGD on α can cross 0 (seen on digits without augmentation): a student stepping uphill
+            self.syn_lr.clamp_(min=0.0)
         self.window += torch.stack([loss, accept.float()])
         self.iteration += 1
         self.window_steps += 1
