@@ -49,22 +49,20 @@ class KDStudentEvaluator(Evaluator):
         distilled = distilled.to(ctx.device)
         n = len(distilled)
         batch = min(self.batch_size, n)
-        steps = max(self.epochs * math.ceil(n / batch), self.min_steps)
+        per_pass = math.ceil(n / batch)
+        steps = max(self.epochs * per_pass, self.min_steps)  # the rule of TrainSpec.total_steps
         runs = []
         for s in range(self.seed, self.seed + self.num_seeds):
             torch.manual_seed(s)
             learner = KDStudent(**self.learner_settings)
             learner.begin(ctx.build_model(self.model), ctx)
             order_rng = seeded(s)
-            epochs = math.ceil(steps / math.ceil(n / batch))
-            taken = 0
-            for _ in progress(range(epochs), desc=f"kd student {s - self.seed + 1}/{self.num_seeds} (epochs)"):
+            epochs = range(math.ceil(steps / per_pass))
+            for epoch in progress(epochs, desc=f"kd student {s - self.seed + 1}/{self.num_seeds} (epochs)"):
                 order = torch.randperm(n, generator=order_rng).to(ctx.device)
-                for start in range(0, n, batch):
-                    if taken == steps:  # min_steps ends the last pass part-way
-                        break
+                # with min_steps the last pass stops part-way
+                for start in range(0, min(per_pass, steps - epoch * per_pass) * batch, batch):
                     learner.step(distilled.subset(order[start:start + batch]), ctx)
-                    taken += 1
             runs.append(self.test(learner.model, ctx))
         report = self.report(runs, ctx)
         report.details["train_steps"] = steps
