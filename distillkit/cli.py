@@ -29,7 +29,8 @@ commands:
                            line per regressed cell), --only KEY=V[,V] (run and check only the cells whose method,
                            dataset or ipc is one of the values; repeatable), --dry-run (list the runs it would launch)
   report RUN_DIR...        the same table and plots from finished runs (any mix); options: --out DIR, --seed-key
-                           KEY (runs whose configs differ only in KEY are one row; default: seed)
+                           KEY (runs whose configs differ only in KEY are one row; default: seed), --columns
+                           KEY[,KEY] (a column per dotted key of results.json: eval_lr, config.generator.lr_img)
   report --into DOC.md     rewrite DOC's generated tables ('<!-- distillkit report RUN_DIR... -->' … '<!-- end
                            report -->') from their runs; with --check, exit 1 naming the stale ones instead
   list                     methods, datasets, models, budgets, bench suites and the other config groups
@@ -244,7 +245,7 @@ def bench_command(args: list[str]) -> int:
 
 
 def report_command(args: list[str]) -> int:
-    from distillkit.report import refresh_document, report_runs
+    from distillkit.report import refresh_document, report_runs, split_options
 
     doc, args = pop_path(args, "--into")
     if doc is not None:
@@ -253,10 +254,11 @@ def report_command(args: list[str]) -> int:
             raise UserError("usage: distillkit report --into DOC.md [--check]")
         return refresh_document(doc, check)
     out, args = pop_path(args, "--out")
-    seed_key, args = pop_option(args, "--seed-key")
-    if not args:
-        raise UserError("usage: distillkit report RUN_DIR... [--out DIR] [--seed-key KEY] | --into DOC.md [--check]")
-    return report_runs([Path(a) for a in args], out, seed_key or "seed")
+    paths, options = split_options(args)
+    if not paths:
+        raise UserError("usage: distillkit report RUN_DIR... [--out DIR] [--seed-key KEY] [--columns KEY[,KEY]] | "
+                        "--into DOC.md [--check]")
+    return report_runs([Path(a) for a in paths], out, options)
 
 
 COMMANDS = {"run": run_command, "eval": eval_command, "bench": bench_command, "report": report_command,

@@ -5,7 +5,9 @@ primary metric as mean ± std over its seeds, the published number beside it, th
 of the same dataset, IPC and budget (paired over seeds when both rows have the same seeds), the wall-clock of
 the run and its peak memory (the cost ledger's, when the run has one). Runs whose configs differ only in their
 seed are one row over their seeds: the top-level ``seed`` by default (a method run once per seed, as its seed
-changes what it distils), or another config key named by ``--seed-key`` (DGS's ``sampler.seed``).
+changes what it distils), or another config key named by ``--seed-key`` (DGS's ``sampler.seed``). ``--columns
+KEY[,KEY]`` adds a column per dotted key of the results file (``eval_lr``, ``roles.experts.held_out_accuracy``,
+``config.generator.lr_img``), so a table of a sweep's levers is generated, not typed.
 ``distillkit bench`` writes the same report for its cells. Files: ``report.json`` / ``bench.json`` (the rows),
 ``.md`` (the table, and below it every cell that does not beat its random row) and plots — the primary metric
 against IPC, one figure per dataset and metric, and against wall-clock. ``--into DOC.md`` rewrites the generated
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import json
 import os
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from distillkit.errors import UserError
@@ -53,13 +56,41 @@ class Row:
     seeds: list[int] | None = None  # seeds (the seed key's values) of the runs in this row (None: a run without one)
     gain: float | None = None  # over the random row of the same dataset, IPC, budget and metric
     gain_ci: float | None = None  # half-width of its 95 % interval, paired over seeds; None with < 2 pairs
+    columns: dict = field(default_factory=dict)  # {dotted key: value} of the keys asked by --columns
 
 
-def read_row(path: Path, seed_key: str = "seed") -> Row | None:
+@dataclass(frozen=True)
+class ReportOptions:
+    seed_key: str = "seed"  # the config key whose values tell the runs of one row apart
+    columns: tuple[str, ...] = ()  # dotted keys of results.json shown as extra columns
+
+
+def split_options(tokens: list[str]) -> tuple[list[str], ReportOptions]:
+    """The run folders and the options among ``tokens`` (a command line's, or a generated block's opening
+    comment): ``--seed-key KEY`` and ``--columns KEY[,KEY]``, anywhere."""
+    values: dict[str, str] = {}
+    paths: list[str] = []
+    rest = iter(tokens)
+    for token in rest:
+        if token in ("--seed-key", "--columns"):
+            value = next(rest, None)
+            if value is None or value.startswith("-"):
+                raise UserError(f"{token} needs a value")
+            values[token] = value
+        elif token.startswith("-"):
+            raise UserError(f"{token}: not an option of 'distillkit report' (--out, --seed-key, --columns, --into)")
+        else:
+            paths.append(token)
+    columns = tuple(c for c in values.get("--columns", "").split(",") if c)
+    return paths, ReportOptions(values.get("--seed-key", "seed"), columns)
+
+
+def read_row(path: Path, seed_key: str = "seed", columns: tuple[str, ...] = ()) -> Row | None:
     """The row of one results file; None for a run that stopped before evaluating. A run in the bench layout
     (``<name>/<dataset>_ipc<ipc>/``, or ``…/seed<s>/`` below it) is the cell ``<name>/<dataset>/ipc<ipc>`` — the
     suite's name for the method, which may differ from ``method.name`` (two cells of one method with other
-    overrides). ``seed_key`` is the dotted config key whose value tells the runs of one row apart."""
+    overrides). ``seed_key`` is the dotted config key whose value tells the runs of one row apart; ``columns`` are
+    the dotted keys whose values the row carries (None where the file has no such key)."""
     try:
         payload = json.loads(path.read_text())
     except (OSError, ValueError) as err:
@@ -82,7 +113,18 @@ def read_row(path: Path, seed_key: str = "seed") -> Row | None:
                mean=metric["mean"], std=metric["std"], runs=list(metric["runs"]), published=payload.get("published"),
                seconds=sum(payload.get("seconds", {}).values()), peak_mib=cost.get("peak_rss_mib"),
                device=payload.get("device_name", payload.get("device", "")), run_dir=str(path.parent),
-               metrics=payload["metrics"], **seed_of(payload, seed_key))
+               metrics=payload["metrics"], columns={key: lookup(payload, key) for key in columns},
+               **seed_of(payload, seed_key))
+
+
+def lookup(payload: dict, dotted: str):
+    """The value at a dotted key of a results file (``roles.experts.held_out_accuracy``), None when absent."""
+    node = payload
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
 
 
 def seed_of(payload: dict, seed_key: str) -> dict:
@@ -104,9 +146,9 @@ def seed_of(payload: dict, seed_key: str) -> dict:
     return {"seeds": [seed], "same_but_seed": fingerprint(rest)}
 
 
-def collect(paths: list[Path], seed_key: str = "seed") -> list[Row]:
+def collect(paths: list[Path], seed_key: str = "seed", columns: tuple[str, ...] = ()) -> list[Row]:
     """Rows of every ``results.json`` (or ``eval_results.json``) in or below ``paths``, runs that differ only in
-    ``seed_key`` joined, gains filled in."""
+    ``seed_key`` joined, gains filled in, each carrying the values of ``columns``."""
     files = []
     for path in map(Path, paths):
         if not path.exists():
@@ -115,9 +157,12 @@ def collect(paths: list[Path], seed_key: str = "seed") -> list[Row]:
             files.append(path)
         else:
             files += sorted(p for pattern in ("results.json", "eval_results.json") for p in path.rglob(pattern))
-    rows = [row for f in dict.fromkeys(files) if (row := read_row(f, seed_key)) is not None]
+    rows = [row for f in dict.fromkeys(files) if (row := read_row(f, seed_key, columns)) is not None]
     if rows and all(r.seeds is None for r in rows) and seed_key != "seed":
         raise UserError(f"no run under {', '.join(map(str, paths))} has the config key {seed_key!r} (--seed-key)")
+    for key in columns:
+        if rows and all(r.columns[key] is None for r in rows):  # a typo would otherwise be a column of dashes
+            raise UserError(f"no run under {', '.join(map(str, paths))} has the key {key!r} (--columns)")
     rows = merge_seeds(rows)
     add_gains(rows)
     return rows
@@ -147,8 +192,17 @@ def merge_seeds(rows: list[Row]) -> list[Row]:
                              "seconds": sum(r.seconds for r in group) / len(group),
                              "peak_mib": max(peaks, default=None),
                              "run_dir": runs_pattern([r.run_dir for r in group]), "metrics": metrics,
-                             "seeds": seeds}))
+                             "seeds": seeds, "columns": joined_columns(group)}))
     return merged
+
+
+def joined_columns(group: list[Row]) -> dict:
+    """The extra columns of runs joined into one row: a value they share, else their values in seed order."""
+    joined = {}
+    for key in group[0].columns:
+        values = [r.columns.get(key) for r in group]
+        joined[key] = values[0] if all(v == values[0] for v in values) else values
+    return joined
 
 
 def runs_pattern(run_dirs: list[str]) -> str:
@@ -196,25 +250,40 @@ def number(value: float | None, unit: str) -> str:
     return f"{value:.2f}" if unit == "%" else f"{value:.4g}"
 
 
-def markdown(rows: list[Row], title: str | None) -> str:
+def markdown(rows: list[Row], title: str | None, columns: tuple[str, ...] = ()) -> str:
     """The table under a ``# title`` (none: the table alone, as a document's generated block embeds it); when two
-    rows share a cell name (runs of one method from several folders), a column says which folder each came from."""
+    rows share a cell name (runs of one method from several folders), a column says which folder each came from;
+    ``columns`` (dotted keys the rows carry) follow the metric's mean."""
     shared = len({r.cell for r in rows}) < len(rows)
     root = os.path.commonpath([r.run_dir for r in rows]) if shared else ""
-    header = ("| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | published | "
-              "gain over random (95 % CI) | wall s per run | peak MiB | hardware |")
-    lines = ([f"# {title}", ""] if title else []) + [header, "|---" * (8 + shared) + "|"]
+    header = ("| cell | " + ("run | " if shared else "") + "metric | mean ± std (seeds) | "
+              + "".join(f"{key} | " for key in columns)
+              + "published | gain over random (95 % CI) | wall s per run | peak MiB | hardware |")
+    lines = ([f"# {title}", ""] if title else []) + [header, "|---" * (8 + shared + len(columns)) + "|"]
     for r in sorted(rows, key=lambda r: (r.dataset, r.ipc or 0, r.method, r.run_dir)):
         direction = "" if r.higher_is_better else " ↓"
         gain = "—" if r.gain is None else gain_text(r)
         peak = "—" if r.peak_mib is None else f"{r.peak_mib:.0f}"
         run = f"{os.path.relpath(r.run_dir, root)} | " if shared else ""
+        extra = "".join(f"{column_value(r.columns.get(key))} | " for key in columns)
         lines.append(f"| {r.cell} | {run}{r.metric}{direction} | {number(r.mean, r.unit)} ± {number(r.std, r.unit)} "
-                     f"({len(r.runs)}) | {number(r.published, r.unit)} | {gain} | {r.seconds:.0f} | {peak} | {r.device} |")
+                     f"({len(r.runs)}) | {extra}{number(r.published, r.unit)} | {gain} | {r.seconds:.0f} | {peak} | "
+                     f"{r.device} |")
     lines += random_verdicts(rows)
     for metric in sorted({r.metric for r in rows}):
         lines += metrics_table([r for r in rows if r.metric == metric])
     return "\n".join(lines) + "\n"
+
+
+def column_value(value) -> str:
+    """An extra column's cell: numbers to 4 significant digits, the values of joined runs separated by slashes."""
+    if isinstance(value, list):
+        return " / ".join(map(column_value, value))
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
 
 
 def gain_text(row: Row) -> str:
@@ -312,34 +381,35 @@ def save(fig, path: Path) -> Path:
     return path
 
 
-def write_report(rows: list[Row], out: Path, title: str, stem: str = "bench") -> Path:
+def write_report(rows: list[Row], out: Path, title: str, stem: str = "bench", columns: tuple[str, ...] = ()) -> Path:
     """``out/<stem>.json``, ``out/<stem>.md`` and the plots; returns the Markdown file."""
     out.mkdir(parents=True, exist_ok=True)
     figures = plots(rows, out) if rows else []
     write_json(out / f"{stem}.json", {"title": title, "rows": [asdict(r) for r in rows],
                                       "plots": [p.name for p in figures]})
-    text = markdown(rows, title) + "".join(f"\n![{p.stem}]({p.name})\n" for p in figures)
+    text = markdown(rows, title, columns) + "".join(f"\n![{p.stem}]({p.name})\n" for p in figures)
     with atomic_path(out / f"{stem}.md") as tmp:
         Path(tmp).write_text(text)
     return out / f"{stem}.md"
 
 
-def report_runs(paths: list[Path], out: Path | None, seed_key: str = "seed") -> int:
+def report_runs(paths: list[Path], out: Path | None, options: ReportOptions = ReportOptions()) -> int:
     """``distillkit report``: the table of every run below ``paths``, printed and written to ``out`` (default:
     the first path)."""
-    rows = collect(paths, seed_key)
+    rows = collect(paths, options.seed_key, options.columns)
     names = ", ".join(map(str, paths))
     if not rows:
         raise UserError(f"no evaluated run (results.json with metrics) under {names}")
-    path = write_report(rows, out or paths[0], f"report of {names}", stem="report")
-    print(markdown(rows, f"report of {names}"), end="")
+    path = write_report(rows, out or paths[0], f"report of {names}", stem="report", columns=options.columns)
+    print(markdown(rows, f"report of {names}", options.columns), end="")
     print(f"report -> {path}")
     return 0
 
 
 # A generated block of a Markdown document: the opening comment names the run folders (relative to the directory
-# the command runs in, the repository root for docs/results.md), after ``--seed-key KEY`` when the block's rows
-# join runs over another key than ``seed``; everything up to the closing comment is the table.
+# the command runs in, the repository root for docs/results.md) and the report's options (``--seed-key KEY`` when
+# the block's rows join runs over another key than ``seed``, ``--columns KEY[,KEY]``); everything up to the closing
+# comment is the table.
 BLOCK = re.compile(r"(<!-- distillkit report (?P<paths>[^>]*?) -->\n)(?P<body>.*?)(<!-- end report -->)", re.DOTALL)
 
 
@@ -354,16 +424,13 @@ def refresh_document(doc: Path, check: bool = False) -> int:
     stale = []
 
     def regenerate(match: re.Match) -> str:
-        paths = match["paths"].split()
-        seed_key = "seed"
-        if paths[:1] == ["--seed-key"] and len(paths) > 1:
-            seed_key, paths = paths[1], paths[2:]
+        paths, options = split_options(match["paths"].split())
         if not paths:
             raise UserError(f"{doc}: a generated block names no run folder ('<!-- distillkit report PATH... -->')")
-        rows = collect([Path(p) for p in paths], seed_key)
+        rows = collect([Path(p) for p in paths], options.seed_key, options.columns)
         if not rows:
             raise UserError(f"{doc}: no evaluated run under {' '.join(paths)}")
-        body = "\n" + markdown(rows, None) + "\n"
+        body = "\n" + markdown(rows, None, options.columns) + "\n"
         if body != match["body"]:
             stale.append(" ".join(paths))
         return match.group(1) + body + match.group(4)

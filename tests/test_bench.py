@@ -185,6 +185,41 @@ def test_seed_key_joins_runs_over_another_config_key(tmp_path, monkeypatch):
     assert printed.returncode == 0 and "72.00 ± 1.63 (3)" in printed.stdout
 
 
+def test_columns_show_a_results_key_per_row_in_the_printed_report_and_a_documents_block(tmp_path, monkeypatch):
+    for folder, lr, learned in [("mtt_lr3_s0", 3.0, 0.012), ("mtt_lr3_s1", 3.0, 0.010), ("mtt_lr30_s0", 30.0, 0.0076)]:
+        seed = int(folder[-1])
+        results_file(tmp_path / "runs" / folder, "mtt", [60.0 + seed], seed=seed)
+        path = tmp_path / "runs" / folder / "results.json"
+        payload = json.loads(path.read_text())
+        payload["config"]["generator"] = {"lr_img": lr}
+        payload["eval_lr"] = learned
+        if lr == 30.0:  # only this run has the key: the others show a dash
+            payload["roles"] = {"experts": {"held_out_accuracy": 89.0}}
+        path.write_text(json.dumps(payload))
+    keys = ("config.generator.lr_img", "eval_lr", "roles.experts.held_out_accuracy")
+    rows = collect([tmp_path / "runs"], columns=keys)
+    joined = next(r for r in rows if len(r.runs) == 2)
+    assert joined.columns == {"config.generator.lr_img": 3.0, "eval_lr": [0.012, 0.010],
+                              "roles.experts.held_out_accuracy": None}
+    table = markdown(rows, None, keys)
+    assert ("| metric | mean ± std (seeds) | config.generator.lr_img | eval_lr | roles.experts.held_out_accuracy | "
+            "published |") in table
+    assert "| mtt_lr3_s{0,1} | accuracy | 60.50 ± 0.50 (2) | 3 | 0.012 / 0.01 | — | — |" in table  # seed order
+    assert "| mtt_lr30_s0 | accuracy | 60.00 ± 0.00 (1) | 30 | 0.0076 | 89 | — |" in table
+    with pytest.raises(UserError, match="has the key 'eval_lrr' \\(--columns\\)"):  # a key no run has: a typo
+        collect([tmp_path / "runs"], columns=("eval_lrr",))
+    printed = distillkit("report", "runs", "--columns", "eval_lr", "--out", "rep", cwd=tmp_path)
+    assert printed.returncode == 0 and "| 0.012 / 0.01 |" in printed.stdout
+    assert "| 0.012 / 0.01 |" in (tmp_path / "rep" / "report.md").read_text()
+    wrong = distillkit("report", "runs", "--column", "eval_lr", cwd=tmp_path)
+    assert wrong.returncode == 2 and "--column: not an option of 'distillkit report'" in wrong.stderr
+    monkeypatch.chdir(tmp_path)
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- distillkit report --columns config.generator.lr_img runs -->\n<!-- end report -->\n")
+    assert refresh_document(doc) == 0 and "| mtt_lr30_s0 | accuracy | 60.00 ± 0.00 (1) | 30 |" in doc.read_text()
+    assert refresh_document(doc, check=True) == 0
+
+
 def test_a_documents_generated_tables_are_rewritten_from_their_records_and_stale_ones_named(tmp_path, monkeypatch,
                                                                                               capsys):
     monkeypatch.chdir(tmp_path)
