@@ -4,7 +4,8 @@ The contract: ``method``, ``dataset``, ``ipc``, ``status``, ``metrics`` (every n
 ``{mean, std, runs}``), ``primary_metric`` (``{name, higher_is_better, unit}``), ``accuracy`` at the
 top level whenever the evaluator reports it, the evaluator's details (``per_model``, ``labels``,
 ``eval_lr``…), ``published``, ``roles`` (what each trained role measured of itself), ``seconds`` per
-phase, and the device. ``run`` adds ``budget``, ``seed``, the set's size and the resolved config;
+phase, and the device. ``run`` adds ``budget``, ``seed``, the set's size, ``trace`` (the first and last value of every metric a stage
+logged at a step: :class:`~distillkit.tracking.Traced`) and the resolved config;
 ``eval`` adds the set's path and the evaluator's config. Both add ``cost``, the cost ledger
 (:mod:`distillkit.ledger`), ``test_set_readers`` (what opened the sealed test split:
 :meth:`~distillkit.context.Context.final_evaluation`) and the evaluator's ``selection`` (which checkpoint

@@ -36,6 +36,7 @@ from distillkit.plots import save_grid
 from distillkit.results import results
 from distillkit.roles import Roles
 from distillkit.schedules import Artefacts, Schedule, Stages
+from distillkit.tracking import Traced
 from distillkit.validation import ConfigError, Float, Int, PositiveInt, build, check_settings, plain, with_origin
 
 log = logging.getLogger("distillkit")
@@ -170,7 +171,7 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
     seed_everything(int(cfg.seed))
     artefacts = Artefacts(save_set=None)
     with artefacts.timed("data"):
-        ctx = make_context(cfg, run_dir, the_plan.roles, the_plan.tracker)
+        ctx = make_context(cfg, run_dir, the_plan.roles, Traced(the_plan.tracker))
     check(the_plan, ctx)
     print(describe(cfg, the_plan, ctx.device), flush=True)
     ctx.tracker.start(cfg, run_dir)
@@ -186,7 +187,8 @@ def execute(cfg: DictConfig, run_dir: Path) -> dict:
         published_as=cfg.method.get("published_as", cfg.method.name), budget=cfg.budget.name, seed=int(cfg.seed),
         num_images=None if distilled is None else len(distilled),
         images_per_class=None if distilled is None else distilled.per_class_counts(ctx.data.num_classes),
-        cost=ledger, test_set_readers=sorted(set(ctx.test_reads)), config=OmegaConf.to_container(cfg, resolve=True))
+        cost=ledger, test_set_readers=sorted(set(ctx.test_reads)), trace=ctx.tracker.trace,
+        config=OmegaConf.to_container(cfg, resolve=True))
     write_json(run_dir / "results.json", payload)
     report = outcome.report
     if report is not None:

@@ -1,6 +1,9 @@
-"""Experiment trackers: Weights & Biases (offline unless told otherwise) or none.
+"""Experiment trackers: Weights & Biases (offline unless told otherwise) or none, and :class:`Traced`.
 
-``results.json`` is written by the pipeline whatever the tracker; a tracker only mirrors it.
+``results.json`` is written by the pipeline whatever the tracker; a tracker only mirrors it. :class:`Traced`
+wraps the configured tracker for a run and keeps, of every metric a stage logs at a step (a generator's
+matching loss, its learned lr), the first and the last value: ``results.json``'s ``trace``, so a table can show
+how an optimisation started and ended from the record alone.
 """
 
 from __future__ import annotations
@@ -69,3 +72,23 @@ class WandbTracker(NoTracker):
                 self.run.summary[key] = value
             self.run.finish()
             self.run = None
+
+
+class Traced:
+    """The run's tracker, forwarding everything to ``tracker``, that also records ``trace``: for each metric
+    logged with a step, ``{first_step, first, last_step, last}`` (a resumed run's first is its first after
+    resuming). Metrics logged without a step (final summaries) are forwarded only."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+        self.trace: dict[str, dict] = {}
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        if step is not None:
+            for name, value in metrics.items():
+                entry = self.trace.setdefault(name, {"first_step": step, "first": float(value)})
+                entry.update(last_step=step, last=float(value))
+        self.tracker.log_metrics(metrics, step)
+
+    def __getattr__(self, name):  # start, log_image, log_artifact, finish: the wrapped tracker's
+        return getattr(self.tracker, name)

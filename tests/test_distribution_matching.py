@@ -4,6 +4,7 @@ end-to-end smoke runs, exact resume, and divergence errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from distillkit.generators.distribution_matching.losses import (correlation_loss
                                                                 moments_loss, style_statistics)
 from distillkit.models import create_model
 from distillkit.run import execute, make_context, plan
-from distillkit.tracking import NoTracker
+from distillkit.tracking import NoTracker, Traced
 from distillkit.validation import build
 from support import TINY, compose, tiny_context
 
@@ -248,13 +249,28 @@ def test_smoke_run_lowers_the_matching_loss_and_logs(tmp_path, method):
 
 
 def test_dm_through_the_pipeline_writes_a_distilled_set(tmp_path):
-    results = execute(compose(*TINY, "method=dm", "ipc=2"), tmp_path)
+    results = execute(compose(*TINY, "method=dm", "ipc=2", "generator.log_every=2"), tmp_path)
     assert results["method"] == "dm" and results["images_per_class"] == [2] * 10
     assert json.loads((tmp_path / "results.json").read_text())["config"]["generator"]["iterations"] == 5
     distilled = SyntheticSet.load(tmp_path / "distilled.safetensors")
     real = tiny_context(tmp_path).train_images
     assert not any(torch.equal(image, r) for image in distilled.images for r in real)  # the pixels moved
     assert (tmp_path / CHECKPOINT_NAME).is_file()
+    loss = json.loads((tmp_path / "results.json").read_text())["trace"]["dm/loss"]  # logged at 2, 4 and the last, 5
+    assert (loss["first_step"], loss["last_step"]) == (2, 5) and loss["first"] > 0 and loss["last"] > 0
+
+
+def test_the_trace_keeps_the_first_and_last_value_of_each_stepped_metric_and_forwards_everything():
+    inner = RecordingTracker()
+    traced = Traced(inner)
+    traced.log_metrics({"tm/loss": 0.9, "tm/syn_lr": 0.01}, step=10)
+    traced.log_metrics({"tm/loss": 0.7}, step=20)
+    traced.log_metrics({"tm/loss": 0.8, "tm/syn_lr": 0.02}, step=30)
+    traced.log_metrics({"accuracy/mean": 81.0})  # a summary without a step: forwarded, not traced
+    traced.log_image("grid", Path("g.png"), step=30)  # the rest of the tracker's interface passes through
+    assert traced.trace == {"tm/loss": {"first_step": 10, "first": 0.9, "last_step": 30, "last": 0.8},
+                            "tm/syn_lr": {"first_step": 10, "first": 0.01, "last_step": 30, "last": 0.02}}
+    assert [step for step, _ in inner.metrics] == [10, 20, 30, None] and inner.images == [(30, Path("g.png"))]
 
 
 def test_ddm_config_switches_every_term_on_with_the_authors_weights():
