@@ -19,7 +19,7 @@ from distillkit.learners.kd import KDStudent
 from distillkit.progress import progress
 from distillkit.selection import seeded
 from distillkit.stages import EvalReport, Evaluator, Metric
-from distillkit.training import accuracy
+from distillkit.training import TrainSpec, accuracy
 from distillkit.validation import (Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, plain,
                                   validated)
 
@@ -50,7 +50,7 @@ class KDStudentEvaluator(Evaluator):
         n = len(distilled)
         batch = min(self.batch_size, n)
         per_pass = math.ceil(n / batch)
-        steps = max(self.epochs * per_pass, self.min_steps)  # the rule of TrainSpec.total_steps
+        steps = TrainSpec(epochs=self.epochs, min_steps=self.min_steps).total_steps(per_pass)
         runs = []
         for s in range(self.seed, self.seed + self.num_seeds):
             torch.manual_seed(s)
