@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 import json
+import math
 import os
 import re
 from collections import defaultdict
@@ -135,11 +135,9 @@ def seed_of(payload: dict, seed_key: str) -> dict:
     config = payload.get("config")
     if not config:
         return alone if payload.get("seed") is None or seed_key != "seed" else {**alone, "seeds": [payload["seed"]]}
-    *parents, leaf = seed_key.split(".")
+    parent, _, leaf = seed_key.rpartition(".")
     rest = copy.deepcopy(config)
-    node = rest
-    for key in parents:
-        node = node.get(key) if isinstance(node, dict) else None
+    node = lookup(rest, parent) if parent else rest
     if not isinstance(node, dict) or leaf not in node:
         return alone
     seed = node.pop(leaf)
