@@ -297,14 +297,15 @@ def against_random(row: Row) -> str | None:
         return None
     better = row.gain if row.higher_is_better else -row.gain
     if row.gain_ci is None:
-        return "beats random, untested (fewer than 2 paired seeds)" if better > 0 else "does not beat random"
+        return "ahead of random, untested (fewer than 2 paired seeds)" if better > 0 else "does not beat random"
     if better - row.gain_ci > 0:
         return "beats random"
     return "worse than random" if better + row.gain_ci < 0 else "not distinguishable from random"
 
 
 def random_verdicts(rows: list[Row]) -> list[str]:
-    """A line for every cell that does not beat its random row, so a table never hides one."""
+    """A line for every cell not shown to beat its random row (behind it, tied with it, or ahead on too few paired
+    seeds to test), so a table never hides one."""
     verdicts = [(r, v) for r in rows if (v := against_random(r)) is not None]
     if not verdicts:
         return []
@@ -313,7 +314,7 @@ def random_verdicts(rows: list[Row]) -> list[str]:
               for r, v in verdicts if v != "beats random"]
     if not misses:
         return ["", f"Every cell with a random row beats it ({len(verdicts)} cells, paired 95 % intervals)."]
-    head = (f"Cells that do not beat their random row ({len(misses)} of {len(verdicts)}; paired 95 % intervals, "
+    head = (f"Cells not shown to beat their random row ({len(misses)} of {len(verdicts)}; paired 95 % intervals, "
             "'not distinguishable' when the interval holds 0):")
     return ["", head, "", *misses]
 
