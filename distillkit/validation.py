@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationError, validate_call
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, validate_call
 
 from distillkit.errors import UserError
 
@@ -51,17 +51,6 @@ class SettingError(ValueError):
         super().__init__(message)
 
 
-def _known_model(value):
-    """A name from conf/model, or a model config node whose settings fit the model's constructor."""
-    from distillkit.config import group_options, model_config
-    from distillkit.models import check_model_settings
-
-    if not isinstance(value, (dict, DictConfig)) and str(value) not in group_options("model"):
-        raise SettingError("", f"unknown model '{value}' (choose from: {', '.join(group_options('model'))})")
-    check_model_settings(plain(model_config(value)))
-    return value
-
-
 Int = Annotated[int, BeforeValidator(_not_bool)]
 Float = Annotated[float, BeforeValidator(_not_bool)]
 PositiveInt = Annotated[Int, Field(ge=1)]
@@ -69,8 +58,6 @@ NonNegativeInt = Annotated[Int, Field(ge=0)]
 PositiveFloat = Annotated[Float, Field(gt=0)]
 NonNegativeFloat = Annotated[Float, Field(ge=0)]
 UnitInterval = Annotated[Float, Field(ge=0, le=1)]
-# a model: a name from conf/model, or a model config node (``model@roles.teacher.model=resnet18``)
-ModelSpec = Annotated[Any, AfterValidator(_known_model)]
 # resuming from a checkpoint: auto | true | false (Hydra reads ``resume=true`` as a bool)
 Resume = Annotated[Literal["auto", "true", "false"], BeforeValidator(lambda v: str(v).lower() if isinstance(v, bool) else v)]
 

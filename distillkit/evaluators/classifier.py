@@ -38,10 +38,11 @@ from distillkit.baselines import BASELINES, add_fair_metrics
 from distillkit.checkpoint import EvalProgress
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
+from distillkit.models import ModelSpec
 from distillkit.stages import EvalReport, Evaluator, Metric
 from distillkit.training import (OPTIMIZERS, SCHEDULES, BestWeights, TrainSpec, accuracy, optimiser_steps, precision,
                                  soft_target_loss, teacher_logits, train_classifier, training_epochs)
-from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+from distillkit.validation import (ConfigError, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, plain, validated)
 
 log = logging.getLogger("distillkit")

@@ -16,11 +16,12 @@ import math
 import torch
 
 from distillkit.learners.kd import KDStudent
+from distillkit.models import ModelSpec
 from distillkit.progress import progress
 from distillkit.selection import seeded
 from distillkit.stages import EvalReport, Evaluator, Metric
 from distillkit.training import TrainSpec, accuracy
-from distillkit.validation import (Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, plain,
+from distillkit.validation import (Int, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, plain,
                                   validated)
 
 

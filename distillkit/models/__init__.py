@@ -12,9 +12,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import Annotated, Any
 
+from omegaconf import DictConfig
+from pydantic import AfterValidator
+
+from distillkit.config import group_options, model_config
 from distillkit.errors import UserError
 from distillkit.models.networks import AlexNet, ConvNet, ResNet, VGG, TimmModel
+from distillkit.validation import SettingError, explain, plain
 
 # name -> (class, settings the name implies: defaults a config may change, fixed ones it may not)
 MODELS = {
@@ -70,8 +76,6 @@ def check_model_settings(cfg: dict) -> None:
     :class:`~distillkit.validation.SettingError` at its key (``width``, ``name``)."""
     from pydantic import ValidationError
 
-    from distillkit.validation import SettingError, explain
-
     name = cfg.get("name")
     if name not in MODELS:
         raise SettingError("name", unknown_model(name))
@@ -83,3 +87,15 @@ def check_model_settings(cfg: dict) -> None:
         if problem.message.startswith("is not a setting"):
             problem.message = f"is not a setting of model '{name}'"
         raise SettingError(problem.key, problem.message) from None
+
+
+def _known_model(value):
+    """A name from conf/model, or a model config node whose settings fit the model's constructor."""
+    if not isinstance(value, (dict, DictConfig)) and str(value) not in group_options("model"):
+        raise SettingError("", f"unknown model '{value}' (choose from: {', '.join(group_options('model'))})")
+    check_model_settings(plain(model_config(value)))
+    return value
+
+
+# a model argument of a stage: a name from conf/model, or a model config node (``model@roles.teacher.model=resnet18``)
+ModelSpec = Annotated[Any, AfterValidator(_known_model)]

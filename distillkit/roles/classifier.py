@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from distillkit.config import model_config
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
+from distillkit.models import ModelSpec
 from distillkit.roles import Role, forked_rng
 from distillkit.training import TrainSpec, optimiser_steps, precision, predict, train_classifier, train_settings
-from distillkit.validation import Int, ModelSpec, NonNegativeFloat, plain, validated
+from distillkit.validation import Int, NonNegativeFloat, plain, validated
 
 log = logging.getLogger("distillkit")
 

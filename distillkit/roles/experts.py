@@ -35,11 +35,12 @@ from distillkit.data.augment import DSA
 from distillkit.data.synthetic import SyntheticSet
 from distillkit.errors import UserError
 from distillkit.io import atomic_path
+from distillkit.models import ModelSpec
 from distillkit.progress import progress
 from distillkit.roles import QUALITY_FILE, Role
 from distillkit.roles.classifier import accuracy_shortfall, held_out_quality
 from distillkit.training import TrainSpec, optimiser_steps, precision, train_classifier, train_settings
-from distillkit.validation import (ConfigError, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+from distillkit.validation import (ConfigError, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, build, plain, validated)
 
 log = logging.getLogger("distillkit")

@@ -16,11 +16,12 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from distillkit.models import ModelSpec
 from distillkit.progress import progress
 from distillkit.roles.classifier import TrainedClassifier
 from distillkit.stages import Scorer, Scores
 from distillkit.training import TrainSpec, predict
-from distillkit.validation import (Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+from distillkit.validation import (Int, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                                    plain, validated)
 
 log = logging.getLogger("distillkit")

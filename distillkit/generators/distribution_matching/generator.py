@@ -18,9 +18,10 @@ from distillkit.generators.distribution_matching.batches import ClassBatches, au
 from distillkit.generators.distribution_matching.losses import (correlation_loss, diversity_loss, embedding_mean_loss,
                                                                 moments_loss)
 from distillkit.generators.iterative import IterativeRun
+from distillkit.models import ModelSpec
 from distillkit.stages import Generator
 from distillkit.training import autocast, bf16_applies
-from distillkit.validation import (ConfigError, ModelSpec, NonNegativeFloat, PositiveFloat, PositiveInt, Resume,
+from distillkit.validation import (ConfigError, NonNegativeFloat, PositiveFloat, PositiveInt, Resume,
                                    plain, validated)
 
 log = logging.getLogger("distillkit")

@@ -19,10 +19,11 @@ from distillkit.generators.trajectory_matching.objective import matching_loss
 from distillkit.generators.trajectory_matching.optimiser import MaskedSGD
 from distillkit.generators.trajectory_matching.student import StepPlan, Student
 from distillkit.generators.trajectory_matching.unroll import unroll_checkpointed, unroll_full
+from distillkit.models import ModelSpec
 from distillkit.roles.experts import Trajectory
 from distillkit.stages import Generator
 from distillkit.training import bf16_applies, predict
-from distillkit.validation import (ConfigError, Float, Int, ModelSpec, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+from distillkit.validation import (ConfigError, Float, Int, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                                    PositiveInt, Resume, plain, validated)
 
 log = logging.getLogger("distillkit")
