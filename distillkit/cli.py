@@ -28,7 +28,8 @@ commands:
                            options: --out DIR (default outputs/bench/SUITE), --check THRESHOLDS.yaml (exit 1 and one
                            line per regressed cell), --only KEY=V[,V] (run and check only the cells whose method,
                            dataset or ipc is one of the values; repeatable), --dry-run (list the runs it would launch)
-  report RUN_DIR...        the same table and plots from finished runs (any mix); options: --out DIR, --seed-key
+  report RUN_DIR...        the same table and plots from finished runs (any mix); options: --out DIR (default: the
+                           folder the RUN_DIRs share), --seed-key
                            KEY (runs whose configs differ only in KEY are one row; default: seed), --columns
                            KEY[,KEY] (a column per dotted key of results.json: eval_lr, config.generator.lr_img)
   report --into DOC.md     rewrite DOC's generated tables ('<!-- distillkit report RUN_DIR... -->' … '<!-- end

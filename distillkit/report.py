@@ -394,12 +394,14 @@ def write_report(rows: list[Row], out: Path, title: str, stem: str = "bench", co
 
 def report_runs(paths: list[Path], out: Path | None, options: ReportOptions = ReportOptions()) -> int:
     """``distillkit report``: the table of every run below ``paths``, printed and written to ``out`` (default:
-    the first path)."""
+    the folder the paths share — the path itself when there is one — so a report of several runs never lands in
+    one run's folder)."""
     rows = collect(paths, options.seed_key, options.columns)
     names = ", ".join(map(str, paths))
     if not rows:
         raise UserError(f"no evaluated run (results.json with metrics) under {names}")
-    path = write_report(rows, out or paths[0], f"report of {names}", stem="report", columns=options.columns)
+    shared = Path(os.path.commonpath([p.resolve() for p in paths]))
+    path = write_report(rows, out or shared, f"report of {names}", stem="report", columns=options.columns)
     print(markdown(rows, f"report of {names}", options.columns), end="")
     print(f"report -> {path}")
     return 0

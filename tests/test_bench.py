@@ -211,6 +211,9 @@ def test_columns_show_a_results_key_per_row_in_the_printed_report_and_a_document
     printed = distillkit("report", "runs", "--columns", "eval_lr", "--out", "rep", cwd=tmp_path)
     assert printed.returncode == 0 and "| 0.012 / 0.01 |" in printed.stdout
     assert "| 0.012 / 0.01 |" in (tmp_path / "rep" / "report.md").read_text()
+    two = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "runs").iterdir())[:2]
+    assert distillkit("report", *two, cwd=tmp_path).returncode == 0  # no --out: the folder they share
+    assert (tmp_path / "runs" / "report.md").is_file() and not list((tmp_path / "runs").glob("*/report.md"))
     wrong = distillkit("report", "runs", "--column", "eval_lr", cwd=tmp_path)
     assert wrong.returncode == 2 and "--column: not an option of 'distillkit report'" in wrong.stderr
     monkeypatch.chdir(tmp_path)
