@@ -15,7 +15,7 @@ import inspect
 from typing import Annotated, Any
 
 from omegaconf import DictConfig
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ConfigDict, ValidationError, create_model as pydantic_model
 
 from distillkit.config import group_options, model_config
 from distillkit.errors import UserError
@@ -59,8 +59,6 @@ def create_model(name: str, channels: int, num_classes: int, image_size, **kwarg
 @functools.cache
 def _settings_schema(name: str):
     """A pydantic model of the settings model ``name`` takes (its constructor's annotated keywords)."""
-    from pydantic import ConfigDict, create_model as pydantic_model
-
     cls, _, fixed = MODELS[name]
     parameters = inspect.signature(cls.__init__, eval_str=True).parameters.values()
     fields = {p.name: (p.annotation, p.default) for p in parameters
@@ -74,8 +72,6 @@ def _settings_schema(name: str):
 def check_model_settings(cfg: dict) -> None:
     """Check a model config (``name`` and its settings) without building the model; a bad setting is a
     :class:`~distillkit.validation.SettingError` at its key (``width``, ``name``)."""
-    from pydantic import ValidationError
-
     name = cfg.get("name")
     if name not in MODELS:
         raise SettingError("name", unknown_model(name))
