@@ -7,6 +7,7 @@ method, unknown key, ``ipc=0``) is one line on stderr and exit code 2, never a t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -53,6 +54,8 @@ FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "-
 HELP_FLAGS = {"--help", "-h", "--hydra-help", "--info", "--shell-completion", "-sc"}
 
 log = logging.getLogger("distillkit")
+# Hydra's default job-logging format, so that `distillkit eval`'s lines read like a run's
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
 def split_overrides(args: list[str]) -> tuple[list[str], bool, bool]:
@@ -160,15 +163,31 @@ def run_command(args: list[str]) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def logging_to(path: Path):
+    """Log distillkit's INFO lines (progress, roles, baselines) to stderr and ``path`` while the block runs, as
+    Hydra does for ``run``; ``eval`` is not a Hydra app, and without this its log stayed empty for hours."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stderr), logging.FileHandler(path)]
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+
+
 def eval_command(args: list[str]) -> int:
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from distillkit.data.synthetic import SyntheticSet
-    from distillkit.io import write_json
-    from distillkit.ledger import cost, cost_line
-    from distillkit.results import result_line, results
-    from distillkit.run import check, make_context, seed_everything
-    from distillkit.schedules import Artefacts
+    from distillkit.run import seed_everything
 
     out, args = pop_path(args, "--out")
     paths = [a for a in args if "=" not in a]
@@ -193,6 +212,20 @@ def eval_command(args: list[str]) -> int:
     the_plan = check_composed(cfg)
     seed_everything(int(cfg.seed))
     out = out or path.parent
+    with logging_to(out / "eval.log"):
+        return evaluate_set(distilled, path, cfg, the_plan, out)
+
+
+def evaluate_set(distilled, path: Path, cfg, the_plan, out: Path) -> int:
+    """``eval``'s work once the set and its config are known: the evaluator, eval_results.json, the final lines."""
+    from omegaconf import OmegaConf
+
+    from distillkit.io import write_json
+    from distillkit.ledger import cost, cost_line
+    from distillkit.results import result_line, results
+    from distillkit.run import check, make_context
+    from distillkit.schedules import Artefacts
+
     ctx = make_context(cfg, out, the_plan.roles, the_plan.tracker)
     if tuple(distilled.images.shape[1:]) != (ctx.data.channels, *ctx.data.image_size):
         raise UserError(f"{path}: images are {tuple(distilled.images.shape[1:])} but dataset "

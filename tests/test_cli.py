@@ -56,9 +56,14 @@ def test_run_then_eval_reproduces_accuracy(tmp_path):
     assert "accuracy" in final and str(tmp_path) in final and ledger.startswith("cost: ")
     ran = json.loads((tmp_path / "results.json").read_text())["accuracy"]["runs"]
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
-    again = distillkit("eval", str(tmp_path / "distilled.safetensors"), "budget=smoke", "--out", str(tmp_path / "e"))
+    again = distillkit("eval", str(tmp_path / "distilled.safetensors"), "budget=smoke", "--out", str(tmp_path / "e"),
+                       env={"DISTILLKIT_PROGRESS": "log", "DISTILLKIT_PROGRESS_SECONDS": "0"})
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "e" / "eval_results.json").read_text())["accuracy"]["runs"] == ran
+    # eval is not a Hydra app: its progress still reaches stderr and a log file, as a run's does
+    progress_lines = [line for line in again.stderr.splitlines() if "[distillkit][INFO] - eval " in line]
+    assert progress_lines and "s left)" in progress_lines[0]
+    assert progress_lines[0] in (tmp_path / "e" / "eval.log").read_text()
 
 
 def test_multirun_writes_one_directory_per_job(tmp_path):
