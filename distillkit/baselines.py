@@ -3,7 +3,9 @@ metrics computed against them (:mod:`distillkit.fairness`).
 
 * ``random``: for evaluation seed ``s``, ``ipc`` real training images per class drawn with seed ``s`` (at
   ``s`` = the run seed, the very subset ``method=random`` selects), trained with the evaluator's protocol,
-  hard labels and its own lr, network seed ``s``. Drawing the subset per seed makes the interval cover the
+  hard labels and its own lr (``baselines_lr: evaluator``; or, with ``baselines_lr: set``, the lr the set
+  trained at: a trajectory-matching set's learned lr, so that the two rows differ in their images only),
+  network seed ``s``. Drawing the subset per seed makes the interval cover the
   luck of the draw as well as the initialisation: the gain is over random selection, not over one subset.
 * ``full``: the whole training set under ``method=full``'s protocol (``full_epochs``, ``full_min_steps``,
   ``full_dsa``, from the budget as in ``conf/method/full.yaml``), network seed ``s``.
@@ -36,6 +38,8 @@ from distillkit.stages import EvalReport, Metric
 log = logging.getLogger("distillkit")
 
 BASELINES = ("random", "full")
+# the random baseline's lr: the evaluator's (lr, or its lr_grid's pick) | the one the set trained at
+BASELINE_LRS = ("evaluator", "set")
 CACHE_KIND = "baseline"
 
 
@@ -56,11 +60,14 @@ def evaluate(evaluator, syn_set: SyntheticSet, ctx) -> list[float]:
     return evaluator(syn_set, dataclasses.replace(ctx, run_dir=None)).metrics["accuracy"].runs
 
 
-def baseline_runs(name: str, evaluator, ctx) -> list[float]:
-    """Per-seed accuracies of baseline ``name`` (random | full), one cache entry per seed."""
+def baseline_runs(name: str, evaluator, ctx, lr: float | None = None) -> list[float]:
+    """Per-seed accuracies of baseline ``name`` (random | full), one cache entry per seed; ``lr``: the random
+    baseline's fixed lr (``baselines_lr: set``), else the evaluator's."""
     first = evaluator.models[:1]
     if name == "random":
         base = variant(evaluator, models=first, labels="hard", soft_source="stored")
+        if lr is not None:
+            base = variant(base, spec=dataclasses.replace(base.spec, lr=lr), lr_grid=[])
     else:
         base = variant(evaluator, models=first, labels="hard", soft_source="stored",
                        spec=dataclasses.replace(evaluator.spec, epochs=evaluator.full_epochs,
@@ -98,10 +105,15 @@ def add_fair_metrics(evaluator, distilled, report: EvalReport, ctx) -> None:
         syn_hard = evaluate(variant(evaluator, models=one_model, labels="hard", soft_source="stored"), distilled, ctx)
     else:
         syn_hard = syn
-    base = {name: baseline_runs(name, evaluator, ctx) for name in evaluator.baselines}
+    random_lr = report.details["eval_lr"] if evaluator.baselines_lr == "set" else None
+    base = {name: baseline_runs(name, evaluator, ctx, random_lr if name == "random" else None)
+            for name in evaluator.baselines}
     metrics: dict[str, Metric] = {}
     details = {"mode": mode, "units": fairness.UNITS[mode], "weight": fairness.DEFAULT_WEIGHT,
-               "ior_labels": "hard", "baselines": {k: Metric.of(v).as_dict() for k, v in base.items()}}
+               "ior_labels": "hard", "baselines": {k: Metric.of(v).as_dict() for k, v in base.items()},
+               "baselines_lr": evaluator.baselines_lr}
+    if "random" in base:
+        details["random_lr"] = random_lr if random_lr is not None else (evaluator.lr_grid or evaluator.spec.lr)
     if soft:
         metrics["accuracy_hard_labels"] = Metric.of(syn_hard)
     if "random" in base:
@@ -116,7 +128,7 @@ def add_fair_metrics(evaluator, distilled, report: EvalReport, ctx) -> None:
     if evaluator.fair_ars and "random" in base:
         plain = {"models": one_model, "dsa_strategy": None}
         syn_plain = evaluate(variant(evaluator, labels="hard", soft_source="stored", **plain), distilled, ctx)
-        random_plain = baseline_runs("random", variant(evaluator, **plain), ctx)
+        random_plain = baseline_runs("random", variant(evaluator, **plain), ctx, random_lr)
         details["ars_runs"] = {"set_without_augmentation": syn_plain, "random_without_augmentation": random_plain}
         metrics["ars"] = Metric.of(fairness.ars(syn_hard, base["random"], syn_plain, random_plain, mode))
     report.metrics.update(metrics)

@@ -138,6 +138,28 @@ def test_baselines_are_cached_by_protocol_and_paired_by_seed(tmp_path, monkeypat
     assert calls == [20]
 
 
+def test_baselines_lr_set_trains_the_random_baseline_at_the_sets_learned_lr(tmp_path, monkeypatch):
+    import torch
+
+    cache = f"cache.dir={tmp_path / 'cache'}"
+    ctx = tiny_context(None, "ipc=2", "evaluator.num_seeds=2", cache)
+    calls = _count_trainings(monkeypatch)
+    pool = SyntheticSet(ctx.train_images, ctx.train_labels)
+    chosen = pool.subset(random_per_class(pool, 2, ctx.data.num_classes, seeded(0)))
+    learned = SyntheticSet(chosen.images, chosen.labels, lr=torch.tensor(0.05))  # trajectory matching's learned lr
+    at_evaluator = _evaluator(ctx, baselines=["random"])(learned, ctx)
+    assert at_evaluator.details["fair_metrics"]["random_lr"] == 0.01 and len(calls) == 2
+    at_set = _evaluator(ctx, baselines=["random"], baselines_lr="set")(learned, ctx)
+    assert at_set.details["fair_metrics"]["random_lr"] == pytest.approx(0.05) and len(calls) == 4  # another protocol: trained
+    # seed 0: the same images, lr and network seed as the set, so no gain; at the evaluator's lr, the lr differs
+    assert at_set.metrics["gain_over_random"].runs[0] == 0.0
+    assert at_set.details["fair_metrics"]["baselines"]["random"] != at_evaluator.details["fair_metrics"]["baselines"]["random"]
+    # a set without a learned lr trains at the evaluator's lr either way: the same cache entries
+    calls.clear()
+    _evaluator(ctx, baselines=["random"], baselines_lr="set")(chosen, ctx)
+    assert calls == []
+
+
 def test_results_json_carries_the_fair_metrics(tmp_path):
     ctx = tiny_context(None, "ipc=2", "evaluator.num_seeds=2", f"cache.dir={tmp_path / 'cache'}")
     pool = SyntheticSet(ctx.train_images, ctx.train_labels)
@@ -173,6 +195,7 @@ def test_soft_label_sets_are_compared_on_their_hard_labels(tmp_path):
     ({"baselines": ["teacher"]}, "evaluator.baselines"),
     ({"fair_ars": True}, "needs dsa: true and the random baseline"),
     ({"fair_metrics": "percent"}, "evaluator.fair_metrics"),
+    ({"baselines_lr": "teacher"}, "evaluator.baselines_lr"),
 ])
 def test_bad_fair_settings_are_one_line_errors(settings, message):
     ctx = tiny_context(None)

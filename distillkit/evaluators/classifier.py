@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 
 from distillkit import fairness
-from distillkit.baselines import BASELINES, add_fair_metrics
+from distillkit.baselines import BASELINE_LRS, BASELINES, add_fair_metrics
 from distillkit.checkpoint import EvalProgress
 from distillkit.data.augment import DSA
 from distillkit.errors import UserError
@@ -75,7 +75,7 @@ class ClassifierEvaluator(Evaluator):
                  soft_loss: Literal["soft_ce", "kl"] = "soft_ce", soft_source: Literal["stored", "teacher"] = "stored",
                  baselines: list[Literal[BASELINES]] = (), fair_metrics: Literal[fairness.MODES] = "fraction",
                  fair_ars: bool = False, full_epochs: PositiveInt = 2, full_min_steps: NonNegativeInt = 0,
-                 full_dsa: bool = False):
+                 full_dsa: bool = False, baselines_lr: Literal[BASELINE_LRS] = "evaluator"):
         if soft_source == "teacher":
             if labels == "hard":
                 raise ConfigError("soft_source", "teacher gives soft labels: set labels to auto or soft")
@@ -99,6 +99,7 @@ class ClassifierEvaluator(Evaluator):
         self.selected_epochs: list[int] = []  # the last evaluation's, for its report
         self.baselines, self.fair_metrics, self.fair_ars = tuple(baselines), fair_metrics, fair_ars
         self.full_epochs, self.full_min_steps, self.full_dsa = full_epochs, full_min_steps, full_dsa
+        self.baselines_lr = baselines_lr
 
     def check(self, ctx) -> None:
         """Every model must be buildable for the dataset's images (found now, not after distillation)."""
