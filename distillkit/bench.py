@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import sys
 from collections import defaultdict
@@ -217,6 +218,24 @@ def sweep_command(group: list[Cell], out: Path) -> list[str]:
             f"hydra.sweep.dir={out}", f"hydra.sweep.subdir={first.subdir}"]
 
 
+def run_child(command: list[str]) -> int:
+    """Run one cell's sweep and return its exit code. Stopping the bench (SIGTERM from ``kill``, a scheduler's
+    pre-emption, or Ctrl-C) stops the sweep with it: an orphaned sweep would go on writing its cells while a rerun
+    of the bench starts the same cells again beside it."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    child = subprocess.Popen(command)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+
+
 def run_bench(suite_name: str, overrides: list[str], out: Path | None, thresholds_path: Path | None,
               dry_run: bool = False, only: tuple[str, ...] | list[str] = ()) -> int:
     """``distillkit bench``: run what is not finished (of the ``only`` selection), write the report of the whole
@@ -243,7 +262,7 @@ def run_bench(suite_name: str, overrides: list[str], out: Path | None, threshold
     for group in sweeps(pending):
         names = ", ".join(c.title for c in group)
         print(f"bench: running {names}", flush=True)
-        if subprocess.run(sweep_command(group, out)).returncode != 0:
+        if run_child(sweep_command(group, out)) != 0:
             failed += [c for c in group if not finished(c, out)]
     rows = collect([c.run_dir(out) / "results.json" for c in every if (c.run_dir(out) / "results.json").is_file()])
     report = write_report(rows, out, f"bench {suite.name}: {suite.description}")

@@ -329,3 +329,30 @@ def test_bench_runs_skips_finished_cells_and_the_check_names_the_broken_method(t
 
     report = distillkit("report", str(tmp_path / "out"), "--out", str(tmp_path / "report"))
     assert report.returncode == 0 and (tmp_path / "report" / "report.md").is_file()
+
+
+def test_stopping_the_bench_stops_the_cell_it_runs():
+    """SIGTERM to the bench (``kill``, a scheduler's pre-emption) must not leave its sweep running as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sleeper = "import os, time; print(os.getpid(), flush=True); time.sleep(120)"
+    bench = subprocess.Popen([sys.executable, "-c", "import sys; from distillkit.bench import run_child; "
+                              f"sys.exit(run_child([sys.executable, '-c', {sleeper!r}]))"],
+                             stdout=subprocess.PIPE, text=True)
+    child = int(bench.stdout.readline())  # the sweep shares the bench's stdout: it is running now
+    bench.send_signal(signal.SIGTERM)
+    assert bench.wait(timeout=30) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the sweep outlived the bench")
