@@ -98,13 +98,18 @@ def _count_trainings(monkeypatch) -> list[int]:
     return calls
 
 
-def test_baselines_are_cached_by_protocol_and_paired_by_seed(tmp_path, monkeypatch):
+def _seed0_subset(tmp_path, monkeypatch):
+    """Tiny digits with 2 evaluation seeds and a fresh cache, the baseline trainings' counter, and the method's set:
+    the random subset of seed 0, so that its seed-0 gain over the paired random baseline is 0."""
     cache = f"cache.dir={tmp_path / 'cache'}"
     ctx = tiny_context(None, "ipc=2", "evaluator.num_seeds=2", cache)
-    calls = _count_trainings(monkeypatch)
-    # the method's set: the random subset of seed 0, so its seed-0 gain over the paired random baseline is 0
     pool = SyntheticSet(ctx.train_images, ctx.train_labels)
-    chosen = pool.subset(random_per_class(pool, 2, ctx.data.num_classes, seeded(0)))
+    return ctx, cache, _count_trainings(monkeypatch), pool.subset(random_per_class(pool, 2, ctx.data.num_classes,
+                                                                                  seeded(0)))
+
+
+def test_baselines_are_cached_by_protocol_and_paired_by_seed(tmp_path, monkeypatch):
+    ctx, cache, calls, chosen = _seed0_subset(tmp_path, monkeypatch)
     evaluator = _evaluator(ctx, baselines=["random", "full"])
     report = evaluator(chosen, ctx)
     assert sorted(calls) == [20, 20, 300, 300]  # random (2 per class × 10) and full (30 × 10), seeds 0 and 1
@@ -141,11 +146,7 @@ def test_baselines_are_cached_by_protocol_and_paired_by_seed(tmp_path, monkeypat
 def test_baselines_lr_set_trains_the_random_baseline_at_the_sets_learned_lr(tmp_path, monkeypatch):
     import torch
 
-    cache = f"cache.dir={tmp_path / 'cache'}"
-    ctx = tiny_context(None, "ipc=2", "evaluator.num_seeds=2", cache)
-    calls = _count_trainings(monkeypatch)
-    pool = SyntheticSet(ctx.train_images, ctx.train_labels)
-    chosen = pool.subset(random_per_class(pool, 2, ctx.data.num_classes, seeded(0)))
+    ctx, _, calls, chosen = _seed0_subset(tmp_path, monkeypatch)
     learned = SyntheticSet(chosen.images, chosen.labels, lr=torch.tensor(0.05))  # trajectory matching's learned lr
     at_evaluator = _evaluator(ctx, baselines=["random"])(learned, ctx)
     assert at_evaluator.details["fair_metrics"]["random_lr"] == 0.01 and len(calls) == 2
