@@ -60,14 +60,11 @@ def evaluate(evaluator, syn_set: SyntheticSet, ctx) -> list[float]:
     return evaluator(syn_set, dataclasses.replace(ctx, run_dir=None)).metrics["accuracy"].runs
 
 
-def baseline_runs(name: str, evaluator, ctx, lr: float | None = None) -> list[float]:
-    """Per-seed accuracies of baseline ``name`` (random | full), one cache entry per seed; ``lr``: the random
-    baseline's fixed lr (``baselines_lr: set``), else the evaluator's."""
+def baseline_runs(name: str, evaluator, ctx) -> list[float]:
+    """Per-seed accuracies of baseline ``name`` (random | full), one cache entry per seed."""
     first = evaluator.models[:1]
     if name == "random":
         base = variant(evaluator, models=first, labels="hard", soft_source="stored")
-        if lr is not None:
-            base = variant(base, spec=dataclasses.replace(base.spec, lr=lr), lr_grid=[])
     else:
         base = variant(evaluator, models=first, labels="hard", soft_source="stored",
                        spec=dataclasses.replace(evaluator.spec, epochs=evaluator.full_epochs,
@@ -105,15 +102,17 @@ def add_fair_metrics(evaluator, distilled, report: EvalReport, ctx) -> None:
         syn_hard = evaluate(variant(evaluator, models=one_model, labels="hard", soft_source="stored"), distilled, ctx)
     else:
         syn_hard = syn
-    random_lr = report.details["eval_lr"] if evaluator.baselines_lr == "set" else None
-    base = {name: baseline_runs(name, evaluator, ctx, random_lr if name == "random" else None)
-            for name in evaluator.baselines}
+    protocols = {"random": evaluator, "full": evaluator}
+    if evaluator.baselines_lr == "set":  # the random baseline at the lr the set trained at, not its own
+        protocols["random"] = variant(evaluator, spec=dataclasses.replace(evaluator.spec, lr=report.details["eval_lr"]),
+                                      lr_grid=[])
+    base = {name: baseline_runs(name, protocols[name], ctx) for name in evaluator.baselines}
     metrics: dict[str, Metric] = {}
     details = {"mode": mode, "units": fairness.UNITS[mode], "weight": fairness.DEFAULT_WEIGHT,
                "ior_labels": "hard", "baselines": {k: Metric.of(v).as_dict() for k, v in base.items()},
                "baselines_lr": evaluator.baselines_lr}
     if "random" in base:
-        details["random_lr"] = random_lr if random_lr is not None else (evaluator.lr_grid or evaluator.spec.lr)
+        details["random_lr"] = protocols["random"].lr_grid or protocols["random"].spec.lr
     if soft:
         metrics["accuracy_hard_labels"] = Metric.of(syn_hard)
     if "random" in base:
@@ -128,7 +127,7 @@ def add_fair_metrics(evaluator, distilled, report: EvalReport, ctx) -> None:
     if evaluator.fair_ars and "random" in base:
         plain = {"models": one_model, "dsa_strategy": None}
         syn_plain = evaluate(variant(evaluator, labels="hard", soft_source="stored", **plain), distilled, ctx)
-        random_plain = baseline_runs("random", variant(evaluator, **plain), ctx, random_lr)
+        random_plain = baseline_runs("random", variant(protocols["random"], **plain), ctx)
         details["ars_runs"] = {"set_without_augmentation": syn_plain, "random_without_augmentation": random_plain}
         metrics["ars"] = Metric.of(fairness.ars(syn_hard, base["random"], syn_plain, random_plain, mode))
     report.metrics.update(metrics)
